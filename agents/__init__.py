@@ -1,0 +1,1 @@
+"""agents: see README; filled in by its own issue."""

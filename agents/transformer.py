@@ -1,0 +1,152 @@
+"""The post's model: an encoder-only transformer over the 20-token context predicting the next token.
+
+Everything in one file, in the spirit of nanoGPT's ``model.py``: a config dataclass, a pre-LayerNorm
+encoder block with bidirectional (unmasked) self-attention through ``F.scaled_dot_product_attention``,
+and a head on the last position giving 16 next-token logits. The policy view is the 8 odd-token logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from seqenv.sequence import CONTEXT, N_OUT, VOCAB
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Shape of a :class:`SplitSeqTransformer`.
+
+    :param n_layer: encoder blocks.
+    :param n_head: attention heads per block (must divide ``n_embd``).
+    :param n_embd: width of the residual stream.
+    :param mlp_ratio: hidden width of each MLP as a multiple of ``n_embd``.
+    :param dropout: dropout on embeddings, attention output and MLP output (the post: 0.1).
+    :param context: tokens in the input (20).
+    :param vocab: token vocabulary (16).
+    """
+
+    n_layer: int = 2
+    n_head: int = 2
+    n_embd: int = 32
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    context: int = CONTEXT
+    vocab: int = VOCAB
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "mlp_ratio", "context", "vocab"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TransformerConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_head={self.n_head} must divide n_embd={self.n_embd}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: The four sizes of the experiment; parameter counts in README (from :func:`count_parameters`).
+SIZES: dict[str, TransformerConfig] = {
+    "tiny": TransformerConfig(n_layer=1, n_head=2, n_embd=36),
+    "small": TransformerConfig(n_layer=2, n_head=4, n_embd=48),
+    "medium": TransformerConfig(n_layer=3, n_head=4, n_embd=64),
+    "large": TransformerConfig(n_layer=3, n_head=4, n_embd=104),
+}
+
+
+def config_for(size: str | TransformerConfig) -> TransformerConfig:
+    """The config of a named size, or ``size`` itself if it already is a config."""
+    if isinstance(size, TransformerConfig):
+        return size
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; expected one of {list(SIZES)}")
+    return SIZES[size]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class SplitSeqTransformer(nn.Module):
+    """Encoder-only transformer: ``(B, 20)`` token ids -> ``(B, 16)`` next-token logits.
+
+    :param cfg: a :class:`TransformerConfig` or the name of one of :data:`SIZES`.
+    """
+
+    def __init__(self, cfg: TransformerConfig | str = "tiny"):
+        super().__init__()
+        self.cfg = config_for(cfg)
+        c = self.cfg
+        self.tok_emb = nn.Embedding(c.vocab, c.n_embd)
+        self.pos_emb = nn.Parameter(torch.zeros(c.context, c.n_embd))
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd)
+        self.head = nn.Linear(c.n_embd, c.vocab)
+        self.apply(self._init_weights)
+        nn.init.normal_(self.pos_emb, std=0.02)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final (layer-normed) residual stream at the last position, ``(B, n_embd)``."""
+        if idx.dim() != 2 or idx.shape[1] != self.cfg.context:
+            raise ValueError(f"expected token ids of shape (B, {self.cfg.context}), got {tuple(idx.shape)}")
+        x = self.drop(self.tok_emb(idx) + self.pos_emb)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x[:, -1])
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``(B, 16)`` for contexts ``idx`` of shape ``(B, 20)``."""
+        return self.head(self.features(idx))
+
+    def policy_logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """The policy view: logits of the odd tokens 8..15, i.e. of actions 0..7, ``(B, 8)``."""
+        return self.forward(idx)[:, N_OUT:]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

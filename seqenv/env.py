@@ -1,0 +1,150 @@
+"""The SplitSeq Gymnasium environment (SPEC §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from seqenv.sampler import HistorySampler
+from seqenv.sequence import CONTEXT, N_OUT, TOKEN_LOG, VOCAB, det_from_logsum, noise_draws, noisy, partial_logsum
+from seqenv.tasks import GoodSpec, good_mask, task_name
+
+_ACTION_LOG = TOKEN_LOG[N_OUT:].astype(np.int64)  # log of the factor of odd token 8 + a
+_NOISE_CHUNK = 4096
+
+
+def check_episode_length(episode_length: int) -> int:
+    """Validate ``episode_length``: a positive int."""
+    if isinstance(episode_length, bool) or not isinstance(episode_length, (int, np.integer)) or episode_length < 1:
+        raise ValueError(f"episode_length must be a positive int, got {episode_length!r}")
+    return int(episode_length)
+
+
+class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
+    """Write the odd token of the mod-17 sequence so that the world's next even token is a success.
+
+    ## Description
+    The world is the stochastic sequence of SPEC §1: each token is a deterministic function of the 16
+    before it (``(prod (s+1) mod 17) mod 8``, plus 8 on odd positions), replaced by a uniform draw 2% of the
+    time. The agent sees the last 20 tokens, ending on an even position, and writes the next (odd) token;
+    the world then writes the following even token, which succeeds if it is in the task's good set.
+
+    ## Action Space
+    ``Discrete(8)``: action ``a`` writes token ``8 + a``.
+
+    ## Observation Space
+    ``MultiDiscrete([16] * 20)``, int64: the last 20 tokens, oldest first. The last token is on an even
+    position (0..7) and tokens alternate parity, so the next position is odd.
+
+    ## Rewards
+    1.0 when the even token written by the world is in the good set, else 0.0.
+
+    ## Starting State
+    A natural history: a 20-token window of the stationary sequence (burnt in once per seeding, then
+    drawn from many streams; see :class:`seqenv.sampler.HistorySampler`), not a fixed warm-up.
+
+    ## Episode End
+    The episode terminates after ``episode_length`` steps (default 1: the post's contextual bandit).
+    With ``episode_length > 1`` the history keeps the agent's own tokens: each step appends ``8 + a`` and
+    the world's token.
+
+    ## Information
+    ``info["next_token"]`` the even token the world wrote (0..7), ``info["success"]`` whether it is good.
+
+    ## Arguments
+    ``gym.make("SplitSeq-ngood4-v0")`` (also ``ngood2``, ``ngood6``) or ``gym.make("SplitSeq-v0", good=...)``
+
+    * ``good``: a task id (``"ngood2"``, ``"ngood4"``, ``"ngood6"``) or a custom good set, a non-empty
+      proper subset of 0..7.
+    * ``episode_length``: steps per episode, a positive int (default 1).
+    * ``render_mode``: ``None`` or ``"ansi"``.
+    * ``history_batch``: histories prepared per refill of the reset supply (default 1024).
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        good: GoodSpec | None = None,
+        episode_length: int = 1,
+        render_mode: str | None = None,
+        history_batch: int = 1024,
+    ):
+        if good is None:
+            raise TypeError("SplitSeqEnv needs good=: a task id like 'ngood4' or a good set such as (0, 3)")
+        self.good = tuple(int(v) for v in np.flatnonzero(good_mask(good)))
+        self.task = task_name(self.good)
+        self._good = [bool(x) for x in good_mask(good)]
+        self.episode_length = check_episode_length(episode_length)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        if int(history_batch) < 1:
+            raise ValueError(f"history_batch must be a positive int, got {history_batch}")
+        self._history_batch = int(history_batch)
+        self.observation_space = spaces.MultiDiscrete(np.full(CONTEXT, VOCAB, dtype=np.int64))
+        self.action_space = spaces.Discrete(N_OUT)
+        self._sampler: HistorySampler | None = None
+        self._obs: np.ndarray | None = None
+        self._partial = 0
+        self._t = 0
+        self._u = np.empty(0, dtype=np.int16)
+        self._ui = 0
+        self._last: tuple[int, int, bool] | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is not None or self._sampler is None:
+            self._sampler = HistorySampler(self._history_batch, self.np_random)
+            self._u, self._ui = np.empty(0, dtype=np.int16), 0
+        hist, partial = self._sampler.take(1)
+        self._obs = hist[0].copy()
+        self._partial = int(partial[0])
+        self._t = 0
+        self._last = None
+        return self._obs.copy(), {}
+
+    def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._obs is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        if self._t >= self.episode_length:
+            raise gym.error.ResetNeeded("the episode has ended; call reset() before step()")
+        try:
+            a = int(action)
+        except (TypeError, ValueError):
+            raise TypeError(f"action must be an int in 0..{N_OUT - 1}, got {action!r}") from None
+        if not 0 <= a < N_OUT or a != action:
+            raise ValueError(f"action {action!r} is out of range: expected an int in 0..{N_OUT - 1} (token 8 + a)")
+        if self._ui >= len(self._u):
+            self._u, self._ui = noise_draws(self.np_random, _NOISE_CHUNK), 0
+        u = self._u[self._ui]
+        self._ui += 1
+        d = det_from_logsum(self._partial + _ACTION_LOG[a])
+        x = int(noisy(d, u))
+        success = self._good[x]
+        obs = np.empty(CONTEXT, dtype=np.int64)
+        obs[:-2] = self._obs[2:]
+        obs[-2] = N_OUT + a
+        obs[-1] = x
+        self._obs = obs
+        self._t += 1
+        self._last = (a, x, success)
+        terminated = self._t >= self.episode_length
+        if not terminated:
+            self._partial = int(partial_logsum(obs))
+        return obs.copy(), 1.0 if success else 0.0, terminated, False, {"next_token": x, "success": success}
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self._obs is None:
+            return "SplitSeq: call reset() first\n"
+        toks = " ".join(f"{int(t):2d}" for t in self._obs)
+        line = f"SplitSeq[{self.task}] t={self._t}/{self.episode_length} history: {toks}\n"
+        if self._last is not None:
+            a, x, ok = self._last
+            line += f"  wrote {N_OUT + a} (action {a}) -> world wrote {x}: {'success' if ok else 'failure'}\n"
+        return line
