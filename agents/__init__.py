@@ -4,7 +4,7 @@
 """
 
 from agents.checkpoint import CheckpointError, load_model, save_checkpoint
-from agents.policy import TransformerPolicy, load
+from agents.policy import AgentPolicy, load
 from agents.transformer import SIZES, SplitSeqTransformer, TransformerConfig, count_parameters
 
 __all__ = [
@@ -12,7 +12,7 @@ __all__ = [
     "CheckpointError",
     "SplitSeqTransformer",
     "TransformerConfig",
-    "TransformerPolicy",
+    "AgentPolicy",
     "count_parameters",
     "load",
     "load_model",

@@ -49,7 +49,7 @@ def _as_tokens(x: Any, name: str) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64, copy=False))
 
 
-class TransformerPolicy:
+class AgentPolicy:
     """A :class:`~agents.transformer.SplitSeqTransformer` seen as a policy over the odd token.
 
     :param model: the transformer (put in eval mode; dropout off).
@@ -95,13 +95,13 @@ class TransformerPolicy:
 
     def __repr__(self) -> str:
         desc = ", ".join(f"{k}={self.meta[k]!r}" for k in ("size", "seed", "task", "method") if k in self.meta)
-        return f"TransformerPolicy({desc})"
+        return f"AgentPolicy({desc})"
 
 
 def load(path: str | os.PathLike) -> Any:
     """Load a trained agent as a policy ``measures.measure`` accepts, with SB3-style ``predict``.
 
-    ``.pt`` checkpoints of this project give a :class:`TransformerPolicy`; Stable-Baselines3 ``.zip`` files
+    ``.pt`` checkpoints of this project give a :class:`AgentPolicy`; Stable-Baselines3 ``.zip`` files
     go through :func:`agents.sb3.load_sb3`. A missing, corrupt or mismatched file raises
     :class:`~agents.checkpoint.CheckpointError`.
     """
@@ -111,4 +111,4 @@ def load(path: str | os.PathLike) -> Any:
 
         return load_sb3(path)
     model, ckpt = load_model(path)
-    return TransformerPolicy(model, {**ckpt["meta"], "kind": ckpt["kind"], "path": str(path)})
+    return AgentPolicy(model, {**ckpt["meta"], "kind": ckpt["kind"], "path": str(path)})
