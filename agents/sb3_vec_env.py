@@ -10,16 +10,18 @@ computation, so :class:`SB3VecEnv` only translates conventions:
   which is exactly what SB3 expects of a ``VecEnv``; ``infos[i]["TimeLimit.truncated"]`` is set as
   ``DummyVecEnv`` sets it;
 * ``infos[i]["is_success"]`` is the last step's ``success`` at the end of an episode, so SB3 logs
-  ``rollout/success_rate``;
+  ``rollout/success_rate``; ``infos[i]["episode"] = {"r": return, "l": length, "t": seconds}`` as SB3's
+  ``Monitor``/``VecMonitor`` write it (so ``rollout/ep_rew_mean`` is logged), kept in numpy here because
+  ``VecMonitor``'s per-env Python loop costs twice as much as everything else in a step;
 * ``seed(s)`` keeps SB3's semantics (stored, used at the next ``reset()``, returns one seed per env);
   the batch draws all its randomness from one generator, seeded with the first of those seeds.
 
-``make_sb3_vec_env("ngood4", n_envs)`` builds the SplitSeq one (wrapped in SB3's ``VecMonitor`` so that
-``rollout/ep_rew_mean`` is logged as with ``make_vec_env``).
+``make_sb3_vec_env("ngood4", n_envs)`` builds the SplitSeq one.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from seqenv.vector import SplitSeqVectorEnv
@@ -40,9 +42,11 @@ class SB3VecEnv(VecEnv):
 
     :param venv: the batched environment, e.g. ``SplitSeqVectorEnv(1024, good="ngood4")``. Its
         ``metadata["autoreset_mode"]`` must be ``AutoresetMode.SAME_STEP``.
+    :param record_episodes: add ``infos[i]["episode"]`` (return, length, time) at episode ends, as
+        SB3's ``VecMonitor`` does (leave it on unless you wrap this env in a ``VecMonitor`` yourself).
     """
 
-    def __init__(self, venv: gym.vector.VectorEnv):
+    def __init__(self, venv: gym.vector.VectorEnv, record_episodes: bool = True):
         mode = venv.metadata.get("autoreset_mode")
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(
@@ -51,7 +55,11 @@ class SB3VecEnv(VecEnv):
         if isinstance(venv.single_observation_space, (gym.spaces.Dict, gym.spaces.Tuple)):
             raise TypeError(f"SB3VecEnv supports array observations, got {venv.single_observation_space}")
         self.venv = venv
+        self.record_episodes = record_episodes
         self._actions: np.ndarray | None = None
+        self._ep_return = np.zeros(venv.num_envs, dtype=np.float64)
+        self._ep_length = np.zeros(venv.num_envs, dtype=np.int64)
+        self._t0 = time.time()
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
 
     # --- stepping ----------------------------------------------------------------------------------------
@@ -60,6 +68,8 @@ class SB3VecEnv(VecEnv):
         options = self._options[0] or None
         obs, info = self.venv.reset(seed=seed, options=options)
         self.reset_infos = self._split_info(info)
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -73,37 +83,66 @@ class SB3VecEnv(VecEnv):
         actions, self._actions = self._actions, None
         obs, reward, terminated, truncated, info = self.venv.step(actions)
         dones = np.logical_or(terminated, truncated)
-        infos = self._split_info(info)
+        self._ep_return += reward
+        self._ep_length += 1
+        columns, masked = self._columns(info)
         if dones.any():
             final_obs = info.get("final_obs")
             if final_obs is None:
                 raise RuntimeError("the vector env ended episodes without info['final_obs'] (not SAME_STEP?)")
-            time_limit = np.logical_and(truncated, ~terminated).tolist()
-            success = info.get("success")
-            for i in np.flatnonzero(dones).tolist():
-                d = infos[i]
-                d["terminal_observation"] = final_obs[i]
-                d["TimeLimit.truncated"] = time_limit[i]
-                if success is not None:
-                    d["is_success"] = bool(success[i])
-        return obs, np.asarray(reward, dtype=np.float32), dones, infos
+            done = np.flatnonzero(dones)
+            extra: dict[str, list[Any]] = {
+                "terminal_observation": list(final_obs[done]),
+                "TimeLimit.truncated": np.logical_and(truncated, ~terminated)[done].tolist(),
+            }
+            if "success" in info:
+                extra["is_success"] = np.asarray(info["success"], dtype=bool)[done].tolist()
+            if self.record_episodes:
+                t = round(time.time() - self._t0, 6)
+                extra["episode"] = [
+                    {"r": r, "l": n, "t": t} for r, n in zip(self._ep_return[done].tolist(), self._ep_length[done].tolist())
+                ]
+                self._ep_return[done] = 0.0
+                self._ep_length[done] = 0
+            if len(done) == self.num_envs:  # one-step episodes: every env ends at every step
+                columns.update(extra)
+            else:
+                idx = done.tolist()
+                masked.extend((key, idx, values) for key, values in extra.items())
+        return obs, np.asarray(reward, dtype=np.float32), dones, self._assemble(columns, masked)
 
-    def _split_info(self, info: dict[str, Any]) -> list[dict[str, Any]]:
-        """Gymnasium's dict of arrays (with optional ``_key`` validity masks) -> one dict per env."""
-        n = self.num_envs
-        infos: list[dict[str, Any]] = [{} for _ in range(n)]
+    def _columns(self, info: dict[str, Any]) -> tuple[dict[str, list[Any]], list[tuple[str, list[int], list[Any]]]]:
+        """Split Gymnasium's dict of arrays into keys valid for every env and keys with a ``_key`` mask."""
+        columns: dict[str, list[Any]] = {}
+        masked: list[tuple[str, list[int], list[Any]]] = []
         for key, value in info.items():
             if key.startswith("_") or key in _FINAL_KEYS:
                 continue
             values = value.tolist() if isinstance(value, np.ndarray) and value.ndim == 1 else list(value)
             mask = info.get("_" + key)
             if mask is None:
-                for d, v in zip(infos, values):
-                    d[key] = v
+                columns[key] = values
             else:
-                for i in np.flatnonzero(mask).tolist():
-                    infos[i][key] = values[i]
+                idx = np.flatnonzero(mask).tolist()
+                masked.append((key, idx, [values[i] for i in idx]))
+        return columns, masked
+
+    def _assemble(
+        self, columns: dict[str, list[Any]], masked: list[tuple[str, list[int], list[Any]]]
+    ) -> list[dict[str, Any]]:
+        """One info dict per env (built row-wise: the per-env Python work is what a step costs here)."""
+        if columns:
+            keys = list(columns)
+            infos = [dict(zip(keys, row)) for row in zip(*columns.values())]
+        else:
+            infos = [{} for _ in range(self.num_envs)]
+        for key, idx, values in masked:
+            for i, v in zip(idx, values):
+                infos[i][key] = v
         return infos
+
+    def _split_info(self, info: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._assemble(*self._columns(info))
 
     def close(self) -> None:
         self.venv.close()
@@ -154,17 +193,17 @@ def make_sb3_vec_env(
     n_envs: int = 256,
     seed: int | None = None,
     episode_length: int = 1,
-    monitor: bool = True,
-) -> VecEnv:
+    record_episodes: bool = True,
+) -> SB3VecEnv:
     """The SB3 ``VecEnv`` of ``n_envs`` SplitSeq environments stepped by one numpy computation.
 
     :param task: a task id (``"ngood4"``) or a custom good set.
     :param n_envs: environments in the batch.
     :param seed: seed for the first ``reset()`` (SB3 algorithms also seed it through ``seed=``).
     :param episode_length: steps per episode (1: the post's contextual bandit).
-    :param monitor: wrap in SB3's ``VecMonitor`` (episode return/length in ``infos[i]["episode"]``).
+    :param record_episodes: episode return/length in ``infos[i]["episode"]`` (as ``VecMonitor`` writes it).
     """
-    env: VecEnv = SB3VecEnv(SplitSeqVectorEnv(n_envs, good=task, episode_length=episode_length))
+    env = SB3VecEnv(SplitSeqVectorEnv(n_envs, good=task, episode_length=episode_length), record_episodes)
     if seed is not None:
         env.seed(seed)
-    return VecMonitor(env) if monitor else env
+    return env
