@@ -1,0 +1,313 @@
+"""The sweep's results table, headline numbers and ``report.md``.
+
+:func:`collect` joins the measurement files into ``results.csv``; the ``headline_*`` functions turn it into
+the numbers the post argues from (each a small function returning numbers, usable on any results table);
+:func:`build` writes ``results.csv``, the figures and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+#: slack for Imp >= Imp_min in floating point (both are sums of ~N terms of size ~1)
+IMP_TOL = 1e-9
+
+
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a results CSV exactly (floats round-trip bit for bit; empty text stays empty text)."""
+    df = pd.read_csv(path, float_precision="round_trip", keep_default_na=False, na_values=["", "nan", "NaN"])
+    for col in ("model", "kind", "size", "train_task", "eval_task", "identified_task", "checkpoint"):
+        if col in df:
+            df[col] = df[col].fillna("").astype(str)
+    return df
+
+
+def collect(root: str | os.PathLike, units: list[Any]) -> pd.DataFrame:
+    """Concatenate the measurement units' files (in plan order) into the results table."""
+    from scripts.reproduce import RESULT_COLUMNS
+
+    root = Path(root)
+    df = pd.concat([read_csv(root / u.output) for u in units], ignore_index=True)
+    missing = [c for c in RESULT_COLUMNS if c not in df]
+    if missing:
+        raise ValueError(f"measurement files lack columns {missing}")
+    for col in ("seed", "params"):  # integers, empty for the reference policies
+        df[col] = pd.to_numeric(df[col]).where(df["kind"] != "reference").astype("Int64")
+    return df[list(RESULT_COLUMNS) + [c for c in df.columns if c not in RESULT_COLUMNS]]
+
+
+# -------------------------------------------------------------------------------------------- headlines
+def _finetuned(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["kind"] == "finetuned"]
+
+
+def _own(df: pd.DataFrame) -> pd.DataFrame:
+    fin = _finetuned(df)
+    return fin[fin["train_task"] == fin["eval_task"]]
+
+
+def headline_identification(df: pd.DataFrame) -> dict[str, Any]:
+    """Objective identification over finetuned models: accuracy, chance level and the confusion matrix
+    (rows: training task, columns: identified task)."""
+    models = _finetuned(df).drop_duplicates("model")
+    tasks = sorted(set(models["train_task"]) | set(_finetuned(df)["eval_task"]))
+    cm = pd.crosstab(models["train_task"], models["identified_task"]).reindex(index=tasks, columns=tasks, fill_value=0)
+    n = len(models)
+    correct = int((models["train_task"] == models["identified_task"]).sum())
+    return {"accuracy": correct / n if n else float("nan"), "correct": correct, "n": n,
+            "chance": 1 / len(tasks) if tasks else float("nan"), "confusion": cm}  # fmt: skip
+
+
+def headline_op_correlation(df: pd.DataFrame) -> dict[str, float]:
+    """Pearson correlation (with its 95% interval) of implied Op (Op_theory from the success rate) and
+    measured Op for the finetuned models on their own task, and the mean excess Op."""
+    own = _own(df)
+    out = {"n": len(own), "r": float("nan"), "r_lo": float("nan"), "r_hi": float("nan"),
+           "mean_excess": float((own["op"] - own["op_theory"]).mean()) if len(own) else float("nan"),
+           "mean_abs_excess": float((own["op"] - own["op_theory"]).abs().mean()) if len(own) else float("nan")}  # fmt: skip
+    if len(own) >= 3 and own["op"].std() > 0 and own["op_theory"].std() > 0:
+        res = stats.pearsonr(own["op_theory"], own["op"])
+        ci = res.confidence_interval(0.95)
+        out.update(r=float(res.statistic), r_lo=float(ci.low), r_hi=float(ci.high))
+    # the cross-objective contrast: the same correlation on other tasks' rows
+    fin = _finetuned(df)
+    other = fin[fin["train_task"] != fin["eval_task"]]
+    out["mean_excess_other"] = float((other["op"] - other["op_theory"]).mean()) if len(other) else float("nan")
+    return out
+
+
+def headline_imp_bound(df: pd.DataFrame, tol: float = IMP_TOL) -> dict[str, Any]:
+    """How many rows (model x task) and models have ``Imp >= Imp_min`` (within ``tol``)."""
+    ok = df["imp"] >= df["imp_min"] - tol
+    models_ok = ok.groupby(df["model"]).all()
+    gap = df["imp"] - df["imp_min"]
+    return {"rows_ok": int(ok.sum()), "rows": len(df), "models_ok": int(models_ok.sum()), "models": len(models_ok),
+            "min_gap": float(gap.min()) if len(df) else float("nan"),
+            "violations": sorted(models_ok.index[~models_ok.to_numpy()])}  # fmt: skip
+
+
+def headline_success_fraction(df: pd.DataFrame) -> pd.DataFrame:
+    """Own-task success as a fraction of the way from the uniform policy to the oracle, per size and task:
+    ``(s - s_uniform) / (s_oracle - s_uniform)``, mean, s.e. and count over seeds."""
+    ref = df[df["kind"] == "reference"]
+    own = _own(df).copy()
+
+    def ref_success(model: str, task: str) -> float:
+        r = ref[(ref["model"] == model) & (ref["eval_task"] == task)]["success"]
+        return float(r.iloc[0]) if len(r) else float("nan")
+
+    lo = own["eval_task"].map(lambda t: ref_success("uniform", t))
+    hi = own["eval_task"].map(lambda t: ref_success(f"oracle-{t}", t))
+    own["fraction"] = (own["success"] - lo) / (hi - lo)
+    g = own.groupby(["size", "train_task"])["fraction"]
+    out = pd.DataFrame({"mean": g.mean(), "se": g.sem(ddof=1), "n": g.count()}).reset_index()
+    out["params"] = out["size"].map(own.groupby("size")["params"].first())
+    return out.sort_values(["params", "train_task"]).reset_index(drop=True)
+
+
+def headline_natural_floor(df: pd.DataFrame) -> dict[str, Any]:
+    """The sequence's self-optimization (the natural policy's Op) and how many trained models reach it."""
+    nat = df[df["model"] == "natural"]["op"]
+    floor = float(nat.iloc[0]) if len(nat) else float("nan")
+    trained = df[df["kind"].isin(["finetuned", "pretrained"])].drop_duplicates("model")
+    fin = trained[trained["kind"] == "finetuned"]
+    return {"natural_op": floor, "finetuned_above": int((fin["op"] >= floor).sum()), "finetuned": len(fin),
+            "pretrained_op_mean": float(trained[trained["kind"] == "pretrained"]["op"].mean())}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _pm(mean: float, se: float, digits: int = 3) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {se:.{digits}f}" if np.isfinite(se) and se > 0 else f"{mean:.{digits}f}"
+
+
+def _table(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (no tabulate dependency)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def fraction_table(frac: pd.DataFrame) -> pd.DataFrame:
+    """:func:`headline_success_fraction` as a size x task table of "mean ± s.e." strings."""
+    rows = []
+    for size, g in frac.groupby("size", sort=False):
+        row = {"size": size}
+        row.update({r["train_task"]: _pm(r["mean"], r["se"], 2) for _, r in g.iterrows()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def size_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per size: parameters, pretrained held-out loss and accuracies, and per task the own-task success,
+    Op and Imp (mean ± s.e. over seeds)."""
+    pre = df[df["kind"] == "pretrained"].drop_duplicates("model")
+    own = _own(df)
+    sizes = pre.sort_values("params")["size"].unique()
+    rows = []
+    for size in sizes:
+        p = pre[pre["size"] == size]
+        row = {"size": size, "params": f"{int(p['params'].iloc[0]):,}", "seeds": len(p),
+               "held-out loss": _pm(p["nt_loss"].mean(), p["nt_loss"].sem()),
+               "acc even": _pm(p["acc_even"].mean(), p["acc_even"].sem()),
+               "acc odd": _pm(p["acc_odd"].mean(), p["acc_odd"].sem())}  # fmt: skip
+        for task in sorted(own["train_task"].unique()):
+            o = own[(own["size"] == size) & (own["train_task"] == task)]
+            row[f"{task} success"] = _pm(o["success"].mean(), o["success"].sem())
+            row[f"{task} Op"] = _pm(o["op"].mean(), o["op"].sem(), 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reference_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Success, Op and Imp of the reference policies on each task."""
+    ref = df[df["kind"] == "reference"]
+    rows = []
+    for model, g in ref.groupby("model", sort=False):
+        row = {"policy": model, "Op (nats)": f"{g['op'].iloc[0]:.3f}", "Imp (nats)": f"{g['imp'].iloc[0]:.3f}"}
+        for _, r in g.iterrows():
+            row[f"success {r['eval_task']}"] = f"{r['success']:.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _timing_text(root: Path) -> str:
+    path = root / "timings.csv"
+    if not path.exists():
+        return ""
+    t = pd.read_csv(path)
+    done = t.dropna(subset=["wall_s"])
+    if not len(done):
+        return ""
+    per_kind = done.groupby("kind")["wall_s"].agg(["count", "sum", "mean"])
+    parts = ", ".join(f"{k}: {int(r['count'])} × {r['mean']:.0f} s" for k, r in per_kind.iterrows())
+    span = (done["finished"].max() - done["started"].min()) if {"started", "finished"} <= set(done) else float("nan")
+    return (f"Unit compute time {done['wall_s'].sum() / 60:.1f} min ({parts}); first unit start to last unit end "
+            f"{span / 60:.1f} min (see `timings.csv`; `runs.csv` logs each invocation's wall time).")  # fmt: skip
+
+
+CAPTIONS = {
+    "pretraining_vs_size.png": "Pretraining: held-out next-token loss and accuracy against size (limit 0.9825).",
+    "training_curves.png": "Example training runs: pretraining per size; finetuning per task for the largest size.",
+    "success_vs_size.png": "Own-task success (temperature 0) against size, mean ± s.e. over seeds; oracle and uniform.",
+    "op_vs_success.png": "Measured Op against success with the post's Op_theory(s, p) curves; natural sequence as floor.",
+    "implied_vs_measured_op.png": "Op implied by the success rate against measured Op: own task, then each evaluation task.",
+    "objective_identification.png": "Which task each finetuned model's Op best explains (rows: the task it was trained on).",
+    "imp_vs_imp_min.png": "Measured Imp against its lower bound Imp_min (log axes): own task and cross-objective.",
+    "success_in_f_prime.png": "Success in the split-history future F' (s') and in F (s) against size.",
+    "self_evaluation.png": "Measured against self-evaluated Op and Imp (the model's own world model in place of the rule).",
+    "appendix_c_impact.png": "The post's appendix C: impact ratio Imp/Imp_min against Imp_min, excess impact against Imp.",
+}
+
+
+def headline_table(ident: dict, corr: dict, bound: dict, floor: dict) -> str:
+    """The headline numbers beside what the post found, as a markdown table."""
+    rows = [
+        ("objective identification (finetuned models)",
+         f"**{ident['accuracy']:.0%}** ({ident['correct']}/{ident['n']}; chance {ident['chance']:.0%})",
+         "separates the objectives by implied vs measured Op"),
+        ("own-task Op vs Op_theory(s, p)",
+         (f"**r = {corr['r']:.3f}** [95% CI {corr['r_lo']:.3f}, {corr['r_hi']:.3f}], n = {corr['n']}; mean excess "
+          f"Op {corr['mean_excess']:+.3f} nats (on other tasks: {corr['mean_excess_other']:+.3f})"),
+         '"predicted very well"; some models fall below the line'),
+        ("Imp ≥ Imp_min",
+         (f"**{bound['models_ok']}/{bound['models']} models**, {bound['rows_ok']}/{bound['rows']} rows (smallest "
+          f"Imp − Imp_min {bound['min_gap']:.2e} nats)"),
+         "always (a theorem)"),
+        ("the sequence's self-optimization (natural policy's Op)",
+         f"**{floor['natural_op']:.3f} nats**; {floor['finetuned_above']}/{floor['finetuned']} finetuned models at or above",
+         "every model at or above"),
+    ]  # fmt: skip
+    return _table(pd.DataFrame(rows, columns=["finding", "this run", "the post"]))
+
+
+def render(df: pd.DataFrame, sweep: Any, root: Path, figures: list[Path]) -> str:
+    """The markdown of ``report.md``."""
+    from scripts.reproduce import git_commit, pretrain_config
+
+    ident = headline_identification(df)
+    corr = headline_op_correlation(df)
+    bound = headline_imp_bound(df)
+    frac = headline_success_fraction(df)
+    floor = headline_natural_floor(df)
+    steps = ", ".join(f"{s} {pretrain_config(sweep, s, 0).steps}" for s in sweep.sizes)
+    ft_steps = ", ".join(f"{s} {_finetune_steps(sweep, s)}" for s in sweep.sizes)
+    lines = [
+        f"# SplitSeq: reproduction of the post ({sweep.preset} preset)",
+        "",
+        f"Sizes {', '.join(sweep.sizes)} × seeds {', '.join(map(str, sweep.seeds))} × tasks {', '.join(sweep.tasks)}; "
+        f"pretraining steps: {steps}; finetuning steps: {ft_steps}"
+        + (f" (step budgets scaled by {sweep.steps_scale:g})" if sweep.steps_scale != 1 else "") + ". "
+        f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
+        f"histories (seed {sweep.eval_seed}). Written {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` "
+        f"({os.cpu_count()} CPUs), commit `{git_commit() or 'unknown'}`, {sweep.threads} torch thread(s) per unit.",
+        "",
+        _timing_text(root),
+        "",
+        "## Headline numbers",
+        "",
+        headline_table(ident, corr, bound, floor),
+        "",
+        "### Objective identification: confusion matrix",
+        "",
+        "Rows: the task a model was finetuned on; columns: the task whose implied Op best matches its measured Op.",
+        "",
+        _table(ident["confusion"].rename_axis(None, axis=1).reset_index().rename(columns={"train_task": "trained on"})),
+        "",
+        "### Success as a fraction of the way from the uniform policy to the oracle",
+        "",
+        "`(s − s_uniform) / (s_oracle − s_uniform)` on the model's own task, mean ± s.e. over seeds.",
+        "",
+        _table(fraction_table(frac)),
+        "",
+        "### Per size",
+        "",
+        _table(size_summary(df)),
+        "",
+        "### Reference policies",
+        "",
+        ("Op and Imp do not depend on the task; success does. The oracle of a task picks the token with the "
+         "highest exact success probability: the ceiling of every agent."),
+        "",
+        _table(reference_table(df)),
+        "",
+        "## Figures",
+        "",
+    ]  # fmt: skip
+    for p in figures:
+        lines += [f"### {CAPTIONS.get(p.name, p.stem)}", "", f"![{p.stem}](figures/{p.name})", ""]
+    lines += ["All numbers: `results.csv` (one row per model and evaluation task).", ""]
+    return "\n".join(lines)
+
+
+def _finetune_steps(sweep: Any, size: str) -> Any:
+    from scripts.reproduce import finetune_config
+
+    return finetune_config(sweep, size, 0, sweep.tasks[0]).steps
+
+
+def build(root: str | os.PathLike, sweep: Any, measure_units: list[Any]) -> Path:
+    """Write ``results.csv``, ``figures/*.png`` and (last) ``report.md`` for the sweep in ``root``."""
+    from agents.checkpoint import atomic_write
+    from scripts import figures
+    from scripts.reproduce import plan, write_timings
+
+    root = Path(root)
+    df = collect(root, measure_units)
+    atomic_write(root / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
+    df = read_csv(root / "results.csv")
+    paths = figures.draw_all(df, root)
+    write_timings(root, plan(sweep))
+    text = render(df, sweep, root, paths)
+    return atomic_write(root / "report.md", lambda tmp: Path(tmp).write_text(text))

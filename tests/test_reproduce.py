@@ -1,0 +1,323 @@
+"""``splitseq reproduce``: the sweep's outputs are well formed, reproducible from the checkpoints, resumable
+after a kill, independent of the pool, and a finished sweep does no work.
+
+One quick sweep on a heavily reduced step budget (module fixture) serves most tests; the kill test runs the
+same sweep in a subprocess with a 2-worker pool, kills it with SIGKILL at a random moment and resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import agents
+import measures
+from agents import reproduce_cli
+from scripts import figures, report
+from scripts.reproduce import (
+    RESULT_COLUMNS,
+    SweepConfig,
+    Unit,
+    plan,
+    run_sweep,
+    units_to_run,
+)
+from seqenv.sequence import natural_histories
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+#: the reduced budget: every trainer step count times this (tiny: a few dozen steps)
+SCALE = 0.02
+N_HIST = 512
+ARGS = ["--preset", "quick", "--steps-scale", str(SCALE), "--n-histories", str(N_HIST)]
+NUMERIC = ["success", "baseline_success", "op", "op_theory", "imp", "imp_min", "self_op", "self_imp"]
+
+
+def quick_config() -> SweepConfig:
+    return SweepConfig.from_preset("quick", steps_scale=SCALE, n_histories=N_HIST)
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("quick")
+    summary = run_sweep(out, quick_config(), workers=1, progress=False)
+    assert not summary.failed
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(sweep_dir) -> pd.DataFrame:
+    return report.read_csv(sweep_dir / "results.csv")
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+# ------------------------------------------------------------------------------------------------ schema
+def test_results_have_one_row_per_model_and_eval_task(results):
+    cfg = quick_config()
+    assert list(results.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
+    refs = ["uniform", "natural"] + [f"oracle-{t}" for t in cfg.tasks]
+    trained = [f"tiny-s0-{t}" for t in ("pretrained", *cfg.tasks)]
+    assert sorted(results["model"].unique()) == sorted(refs + trained)
+    assert len(results) == len(refs + trained) * len(cfg.tasks)
+    assert not results.duplicated(["model", "eval_task"]).any()
+    for _, g in results.groupby("model"):
+        assert sorted(g["eval_task"]) == sorted(cfg.tasks)
+    kinds = results.drop_duplicates("model").set_index("model")["kind"]
+    assert set(kinds[refs]) == {"reference"} and kinds["tiny-s0-pretrained"] == "pretrained"
+    assert all(kinds[f"tiny-s0-{t}"] == "finetuned" for t in cfg.tasks)
+
+
+def test_result_values_are_in_range(results):
+    for col in ("success", "baseline_success", "p"):
+        assert results[col].between(0, 1).all(), col
+    assert np.isfinite(results[["op", "op_theory", "imp", "imp_min"]].to_numpy(float)).all()
+    assert (results["imp_min"] >= 0).all() and (results["op_theory"] >= 0).all()
+    # Imp >= Imp_min is a theorem (post, appendix B): only float rounding may break it
+    assert (results["imp"] >= results["imp_min"] - 1e-9).all()
+    # Op is at most the entropy of 8 outcomes, and the intervals bracket the estimates
+    assert (results["op"].abs() <= np.log(8) + 1e-9).all()
+    for col in ("success", "op", "imp"):
+        assert (results[f"{col}_lo"] <= results[col] + 1e-12).all() and (results[col] <= results[f"{col}_hi"] + 1e-12).all()
+    # Op and Imp do not depend on the evaluation task; success, Op_theory and Imp_min do
+    for _, g in results.groupby("model"):
+        assert g["op"].nunique() == 1 and g["imp"].nunique() == 1
+    p = {"ngood2": 0.25, "ngood4": 0.5, "ngood6": 0.75}
+    assert (results["p"] == results["eval_task"].map(p)).all()
+
+
+def test_models_carry_checkpoints_and_references_do_not(sweep_dir, results):
+    refs = results[results["kind"] == "reference"]
+    assert (refs["checkpoint"] == "").all() and refs["seed"].isna().all() and refs["self_op"].isna().all()
+    trained = results[results["kind"] != "reference"]
+    assert (trained["params"] == 17980).all() and (trained["seed"] == 0).all() and (trained["size"] == "tiny").all()
+    for ckpt, g in trained.groupby("checkpoint"):
+        assert not Path(ckpt).is_absolute()
+        policy = agents.load(sweep_dir / ckpt)
+        assert policy.meta["size"] == "tiny"
+        train_task = g["train_task"].iloc[0]
+        assert policy.meta.get("task", "") == train_task if train_task else policy.meta["kind"] == "pretrained"
+    assert np.isfinite(trained[["self_op", "self_imp", "nt_loss", "acc_even", "acc_odd"]].to_numpy(float)).all()
+
+
+def test_every_model_is_measured_on_the_same_seeded_histories(sweep_dir, results):
+    cfg = quick_config()
+    h = np.load(sweep_dir / "histories.npy")
+    np.testing.assert_array_equal(h, natural_histories(N_HIST, seed=cfg.eval_seed))
+    assert (results["n_histories"] == N_HIST).all()
+
+
+def test_measures_reproduces_every_row_from_the_saved_checkpoints(sweep_dir, results):
+    cfg = quick_config()
+    h = np.load(sweep_dir / "histories.npy")
+    from scripts._measure import N_BOOTSTRAP, reference_policies
+
+    refs = reference_policies(cfg)
+    for model, g in results.groupby("model"):
+        ckpt = g["checkpoint"].iloc[0]
+        policy = agents.load(sweep_dir / ckpt) if ckpt else refs[model]
+        again = measures.cross_objective(policy, cfg.tasks, histories=h, seed=cfg.eval_seed, ci=True, n_bootstrap=N_BOOTSTRAP)
+        mine = g.set_index("eval_task").loc[list(again.index)]
+        for col in ("success", "baseline_success", "op", "op_theory", "imp", "imp_min", "op_lo", "op_hi"):
+            np.testing.assert_array_equal(mine[col].to_numpy(float), again[col].to_numpy(float), err_msg=f"{model} {col}")
+        ident = measures.identify_objective(policy, cfg.tasks, histories=h, seed=cfg.eval_seed, n_bootstrap=N_BOOTSTRAP)
+        assert (mine["identified_task"] == ident.task).all()
+        if ckpt:
+            se = measures.self_evaluate(policy, cfg.tasks[0], histories=h, seed=cfg.eval_seed, n_bootstrap=0)
+            assert mine["self_op"].iloc[0] == se.op_self and mine["self_imp"].iloc[0] == se.imp_self
+            assert mine["op"].iloc[0] == pytest.approx(se.op, abs=1e-12)  # same Op from both entry points
+
+
+# ------------------------------------------------------------------------------------- figures and report
+def test_figures_are_decodable_non_trivial_pngs(sweep_dir):
+    import matplotlib.image as mpimg
+
+    for name in figures.FIGURES:
+        path = sweep_dir / "figures" / name
+        assert path.stat().st_size > 15_000, name
+        img = mpimg.imread(path)
+        assert img.ndim == 3 and img.shape[0] >= 300 and img.shape[1] >= 400, (name, img.shape)
+        assert img[..., :3].std() > 0.05, f"{name} is (almost) blank"
+
+
+def test_report_embeds_every_figure_and_the_headline_numbers(sweep_dir, results):
+    text = (sweep_dir / "report.md").read_text()
+    for name in figures.FIGURES:
+        assert f"(figures/{name})" in text
+    ident = report.headline_identification(results)
+    assert ident["n"] == 3 and ident["confusion"].to_numpy().sum() == 3
+    assert f"({ident['correct']}/{ident['n']}; chance 33%)" in text
+    bound = report.headline_imp_bound(results)
+    assert bound["models_ok"] == bound["models"] == 8
+    assert f"**{bound['models_ok']}/{bound['models']} models**" in text
+    floor = report.headline_natural_floor(results)
+    nat = results[results["model"] == "natural"]["op"].iloc[0]
+    assert floor["natural_op"] == nat and f"**{nat:.3f} nats**" in text
+    frac = report.headline_success_fraction(results)
+    assert len(frac) == 3 and (frac["n"] == 1).all()
+    # the fraction of the way from uniform to oracle, recomputed by hand for one task
+    row = results[(results["model"] == "tiny-s0-ngood4") & (results["eval_task"] == "ngood4")].iloc[0]
+    lo = results[(results["model"] == "uniform") & (results["eval_task"] == "ngood4")]["success"].iloc[0]
+    hi = results[(results["model"] == "oracle-ngood4") & (results["eval_task"] == "ngood4")]["success"].iloc[0]
+    assert frac.set_index("train_task").loc["ngood4", "mean"] == pytest.approx((row["success"] - lo) / (hi - lo))
+
+
+def test_timings_record_every_unit(sweep_dir):
+    t = pd.read_csv(sweep_dir / "timings.csv")
+    assert list(t["unit"]) == [u.name for u in plan(quick_config())]
+    assert (t["wall_s"] > 0).all() and (t["threads"] == 1).all()
+
+
+# ------------------------------------------------------------------------------------------------ resume
+def test_rerunning_a_finished_sweep_does_no_work(sweep_dir):
+    before = _snapshot(sweep_dir)
+    runs = pd.read_csv(sweep_dir / "runs.csv")
+    summary = run_sweep(sweep_dir, quick_config(), workers=1, progress=False)
+    assert summary.ran == [] and len(summary.skipped) == len(plan(quick_config()))
+    assert _snapshot(sweep_dir) == before  # not a single file rewritten (not even runs.csv)
+    assert len(pd.read_csv(sweep_dir / "runs.csv")) == len(runs)
+
+
+def test_a_newer_input_makes_its_dependants_stale(sweep_dir, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(sweep_dir, root)
+    units = plan(quick_config())
+    assert units_to_run(root, units) == []
+    pre = root / "models/tiny-s0/pretrained.pt"
+    later = pre.stat().st_mtime_ns + 10**9
+    os.utime(pre, ns=(later, later))
+    stale = {u.name for u in units_to_run(root, units)}
+    assert stale == {
+        "finetune:tiny-s0-ngood2", "finetune:tiny-s0-ngood4", "finetune:tiny-s0-ngood6", "measure:tiny-s0-pretrained",
+        "measure:tiny-s0-ngood2", "measure:tiny-s0-ngood4", "measure:tiny-s0-ngood6", "report",
+    }  # fmt: skip
+    (root / "measures/reference.csv").unlink()
+    assert {u.name for u in units_to_run(root, units)} == stale | {"measure:reference"}
+
+
+def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_results(sweep_dir, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "scripts.reproduce", *ARGS, "--out", str(out), "--workers", "2", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = pd.read_csv(sweep_dir / "timings.csv")
+    busy = float(runs["wall_s"].sum())  # the uninterrupted sweep's work, in seconds
+    delay = random.uniform(1.0, 2.0 + 0.6 * busy)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.6)  # pool workers notice their parent is gone and exit (they poll every 0.2 s)
+    # whatever the kill interrupted, every file left behind is whole
+    for path in out.rglob("*"):
+        if not path.is_file() or path.name.endswith(".tmp") or path.name.endswith(".tmp.png") or path.name == ".lock":
+            continue
+        if path.suffix == ".pt":
+            agents.checkpoint.load_checkpoint(path)
+        elif path.suffix == ".csv":
+            pd.read_csv(path)
+        elif path.suffix == ".npy":
+            np.load(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"resume after a kill at {delay:.1f} s failed:\n{done.stderr[-3000:]}"
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
+    a = pd.read_csv(sweep_dir / "results.csv")
+    b = pd.read_csv(out / "results.csv")
+    pd.testing.assert_frame_equal(a.drop(columns="checkpoint"), b.drop(columns="checkpoint"), check_exact=True,
+                                  obj=f"results after a kill at {delay:.1f} s")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------- ray
+def test_ray_backend_runs_the_same_units(sweep_dir, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'splitseq[ray]')")
+    root = tmp_path / "ray"
+    shutil.copytree(sweep_dir, root)
+    # drop one finetuned model and its measurement: Ray must retrain and remeasure it
+    for rel in ("models/tiny-s0/ngood2.pt", "measures/tiny-s0-ngood2.csv"):
+        (root / rel).unlink()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(root, quick_config(), workers=2, backend="ray", progress=False)
+    finally:
+        ray.shutdown()
+    assert set(summary.ran) == {"finetune:tiny-s0-ngood2", "measure:tiny-s0-ngood2", "report"}
+    rec = json.loads((root / "timings/finetune_tiny-s0-ngood2.json").read_text())
+    assert rec["pid"] != os.getpid()  # it ran in a Ray worker
+    pd.testing.assert_frame_equal(pd.read_csv(sweep_dir / "results.csv"), pd.read_csv(root / "results.csv"), check_exact=True)
+
+
+# -------------------------------------------------------------------------------------------- bad input
+def test_bad_settings_raise_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        SweepConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="unknown size 'giant'"):
+        SweepConfig.from_preset("quick", sizes=["giant"])
+    with pytest.raises(ValueError, match="unknown task 'ngood3'"):
+        SweepConfig.from_preset("quick", tasks=["ngood3"])
+    with pytest.raises(ValueError, match="steps_scale must be a positive"):
+        SweepConfig.from_preset("quick", steps_scale=0.0)
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        run_sweep(tmp_path / "a", quick_config(), workers=0)
+    with pytest.raises(ValueError, match="backend must be 'local' or 'ray', got 'slurm'"):
+        run_sweep(tmp_path / "a", quick_config(), backend="slurm")
+
+
+def test_a_directory_of_another_sweep_is_refused(tmp_path):
+    root = tmp_path / "s"
+    root.mkdir()
+    (root / "sweep.json").write_text(json.dumps(SweepConfig.from_preset("quick", steps_scale=0.5).to_dict()))
+    with pytest.raises(ValueError, match=r"other settings \(steps_scale: 0.5 -> 0.02\)"):
+        run_sweep(root, quick_config(), progress=False)
+
+
+def test_two_sweeps_never_share_a_directory(tmp_path):
+    from scripts.reproduce import _Lock
+
+    lock = _Lock(tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="in use by another reproduce run"):
+            run_sweep(tmp_path, quick_config(), progress=False)
+    finally:
+        lock.release()
+
+
+def test_plan_orders_every_unit_after_its_inputs():
+    units = plan(SweepConfig.from_preset("full"))
+    seen: set[str] = set()
+    for u in units:
+        assert isinstance(u, Unit) and set(u.deps) <= seen, u.name
+        seen.add(u.name)
+    kinds = pd.Series([u.kind for u in units]).value_counts()
+    assert kinds["pretrain"] == 20 and kinds["finetune"] == 60 and kinds["measure"] == 80 and kinds["reference"] == 1
+    assert len({u.output for u in units}) == len(units)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def test_cli_finds_the_pipeline_in_the_checkout():
+    assert reproduce_cli.repo_root() == REPO
+    assert reproduce_cli.load_pipeline().__name__ == "scripts.reproduce"
+    out = subprocess.run(["splitseq", "reproduce", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--preset" in out.stdout and "--backend" in out.stdout
+
+
+def test_cli_outside_a_checkout_says_what_is_needed(monkeypatch, tmp_path):
+    fake = tmp_path / "site-packages" / "agents" / "reproduce_cli.py"
+    monkeypatch.setattr(reproduce_cli, "__file__", str(fake))
+    with pytest.raises(reproduce_cli.NotACheckoutError, match="needs a source checkout"):
+        reproduce_cli.repo_root()
