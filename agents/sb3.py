@@ -489,7 +489,7 @@ PPO_DEFAULTS: dict[str, Any] = {
     "n_steps": 8,  # per env: 8 x 256 envs = 2048 samples per rollout
     "batch_size": 256,
     "n_epochs": 4,
-    "learning_rate": 3e-4,
+    "learning_rate": 1e-3,  # 3e-4 (SB3 default) learns ~3x slower here, for the transformer and the MLP alike
     "clip_range": 0.2,
     "ent_coef": 0.0,
     "vf_coef": 0.5,
