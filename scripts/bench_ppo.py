@@ -13,7 +13,7 @@ and prints samples/s with the native/Dummy ratio. "Dummy" is ``make_vec_env("Spl
 (``DummyVecEnv`` of ``Monitor``-wrapped single envs, what SB3 users get by default); "native" is
 :func:`agents.sb3.make_sb3_vec_env` (:class:`agents.sb3.SB3VecEnv`, which writes the same ``episode`` infos as
 ``Monitor``, from numpy). Each number is the
-best of ``--repeats`` windows (the machine is shared); torch uses ``--threads`` threads (default 1).
+best of ``--repeats`` windows, native and Dummy alternating (the machine is shared); torch uses ``--threads`` threads (default 1).
 """
 
 from __future__ import annotations
@@ -35,15 +35,17 @@ import seqenv  # noqa: F401  (registers the ids)
 from agents.sb3 import PPO_DEFAULTS, TransformerPolicy, make_sb3_vec_env
 
 
-def best_of(run: Callable[[], int], repeats: int) -> tuple[float, float]:
-    """Best and median samples/s over ``repeats`` calls of ``run`` (which returns the samples it produced)."""
-    run()  # warm-up
-    rates = []
+def interleaved(native: Callable[[], int], dummy: Callable[[], int], repeats: int) -> tuple[list[float], list[float]]:
+    """Samples/s of each ``run`` (returning the samples it produced), alternating the two in every repeat so
+    that both see the same background load on this shared machine."""
+    native(), dummy()  # warm-up
+    rates: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        n = run()
-        rates.append(n / (time.perf_counter() - t0))
-    return max(rates), statistics.median(rates)
+        for run, out in ((native, rates[0]), (dummy, rates[1])):
+            t0 = time.perf_counter()
+            n = run()
+            out.append(n / (time.perf_counter() - t0))
+    return rates
 
 
 def make_env(kind: str, n_envs: int, seed: int):
@@ -59,7 +61,7 @@ def make_model(policy: str, env, seed: int) -> PPO:
     return PPO(TransformerPolicy, env, seed=seed, device="cpu", policy_kwargs={"size": "tiny"}, **PPO_DEFAULTS)
 
 
-def bench_env(kind: str, n_envs: int, steps: int, repeats: int) -> tuple[float, float]:
+def env_runner(kind: str, n_envs: int, steps: int) -> Callable[[], int]:
     env = make_env(kind, n_envs, seed=0)
     env.reset()
     actions = np.random.default_rng(0).integers(0, 8, size=(steps, n_envs))
@@ -69,7 +71,7 @@ def bench_env(kind: str, n_envs: int, steps: int, repeats: int) -> tuple[float, 
             env.step(a)
         return steps * n_envs
 
-    return best_of(run, repeats)
+    return run
 
 
 class _Null(BaseCallback):
@@ -77,7 +79,7 @@ class _Null(BaseCallback):
         return True
 
 
-def bench_rollout(kind: str, policy: str, n_envs: int, repeats: int) -> tuple[float, float]:
+def rollout_runner(kind: str, policy: str, n_envs: int) -> Callable[[], int]:
     env = make_env(kind, n_envs, seed=0)
     model = make_model(policy, env, seed=0)
     model._setup_learn(10**9, _Null())
@@ -88,10 +90,10 @@ def bench_rollout(kind: str, policy: str, n_envs: int, repeats: int) -> tuple[fl
         model.collect_rollouts(model.env, cb, model.rollout_buffer, n_rollout_steps=model.n_steps)
         return model.n_steps * n_envs
 
-    return best_of(run, repeats)
+    return run
 
 
-def bench_learn(kind: str, policy: str, n_envs: int, rollouts: int, repeats: int) -> tuple[float, float]:
+def learn_runner(kind: str, policy: str, n_envs: int, rollouts: int) -> Callable[[], int]:
     env = make_env(kind, n_envs, seed=0)
     model = make_model(policy, env, seed=0)
     samples = rollouts * model.n_steps * n_envs
@@ -100,7 +102,7 @@ def bench_learn(kind: str, policy: str, n_envs: int, rollouts: int, repeats: int
         model.learn(samples, reset_num_timesteps=False)
         return samples
 
-    return best_of(run, repeats)
+    return run
 
 
 def main() -> None:
@@ -115,18 +117,18 @@ def main() -> None:
     print(f"# PPO on SplitSeq-ngood4, {n} envs, torch threads {args.threads}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs (shared; best of {args.repeats}, median in brackets)")
     print(f"# PPO: {PPO_DEFAULTS}")
-    print(f"{'what':34s} {'native samples/s':>22s} {'Dummy samples/s':>22s} {'ratio':>7s}")
+    print(f"{'what':38s} {'native samples/s':>22s} {'Dummy samples/s':>22s} {'ratio':>7s}")
 
-    def row(name: str, native: tuple[float, float], dummy: tuple[float, float]) -> None:
-        fmt = lambda r: f"{r[0]:>10,.0f} [{r[1]:>9,.0f}]"
-        print(f"{name:34s} {fmt(native):>22s} {fmt(dummy):>22s} {native[0] / dummy[0]:>6.1f}x", flush=True)
+    def row(name: str, native: Callable[[], int], dummy: Callable[[], int]) -> None:
+        rn, rd = interleaved(native, dummy, args.repeats)
+        fmt = lambda r: f"{max(r):>10,.0f} [{statistics.median(r):>9,.0f}]"
+        print(f"{name:38s} {fmt(rn):>22s} {fmt(rd):>22s} {max(rn) / max(rd):>6.1f}x", flush=True)
 
-    row("env.step only (random actions)", bench_env("native", n, 200, args.repeats), bench_env("dummy", n, 20, args.repeats))
+    row("env.step only (random actions)", env_runner("native", n, 200), env_runner("dummy", n, 20))
     for policy in ("mlp", "transformer"):
-        row(f"{policy}: collect_rollouts", bench_rollout("native", policy, n, args.repeats),
-            bench_rollout("dummy", policy, n, args.repeats))
-        row(f"{policy}: PPO.learn (rollout+update)", bench_learn("native", policy, n, args.rollouts, args.repeats),
-            bench_learn("dummy", policy, n, args.rollouts, args.repeats))
+        row(f"{policy}: collect_rollouts", rollout_runner("native", policy, n), rollout_runner("dummy", policy, n))
+        row(f"{policy}: PPO.learn (rollout+update)", learn_runner("native", policy, n, args.rollouts),
+            learn_runner("dummy", policy, n, args.rollouts))
 
 
 if __name__ == "__main__":
