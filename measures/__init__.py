@@ -1,1 +1,38 @@
-"""measures: see README; filled in by its own issue."""
+"""measures: how many nats of optimization (Op) and impact (Imp) a policy applies to its world (SPEC §4).
+
+>>> import measures
+>>> r = measures.measure(policy, task="ngood4")        # any policy: callable, torch, SB3, agents
+>>> r.op, r.imp, r.imp_min, r.op_theory, r.success, r.ci["op"]
+
+* :func:`measure` — split-history Op/Imp, exact (default) or the post's Monte Carlo, with bootstrap CIs;
+* :func:`cross_objective`, :func:`identify_objective` — every task at once, and which one the policy pursues;
+* :func:`self_evaluate` — the same figures in the model's own predicted world;
+* :mod:`measures.theory` — ``op_theory``, ``imp_min``, ``entropy``, ``kl``;
+* :mod:`measures.differential` — Jacobian Op/Imp (Appendix A) with a ``torch.func`` helper.
+"""
+
+from measures import differential, theory
+from measures.api import MeasureResult, measure
+from measures.baselines import natural_action_probs
+from measures.cross import ObjectiveIdentification, cross_objective, identify_objective
+from measures.policies import action_probabilities
+from measures.self_eval import SelfEvaluation, self_evaluate
+from measures.theory import entropy, imp_min, kl, op_theory
+
+__all__ = [
+    "MeasureResult",
+    "ObjectiveIdentification",
+    "SelfEvaluation",
+    "action_probabilities",
+    "cross_objective",
+    "differential",
+    "entropy",
+    "identify_objective",
+    "imp_min",
+    "kl",
+    "measure",
+    "natural_action_probs",
+    "op_theory",
+    "self_evaluate",
+    "theory",
+]

@@ -1,0 +1,300 @@
+"""Turn any policy into action probabilities ``(N, 8)`` over the odd token (action ``a`` writes ``8 + a``).
+
+Accepted policies, tried in this order:
+
+1. the project's policy protocol (``agents/policy.py``): an object with
+   ``action_probs(histories, temperature) -> (N, 8)``;
+2. a Stable-Baselines3 model or policy (``BaseAlgorithm`` / ``BasePolicy``) with a ``Discrete(8)`` action
+   space: greedy (``temperature=0``) from its deterministic action, otherwise the softmax of its
+   distribution's logits divided by the temperature (at ``temperature=1`` exactly
+   ``policy.get_distribution(obs).distribution.probs``);
+3. a ``torch.nn.Module`` mapping a LongTensor ``(N, 20)`` to logits ``(N, 8)``, or to next-token logits
+   ``(N, 16)`` of which the odd-token logits ``8..15`` are the policy (run in eval mode under
+   ``torch.no_grad``; its training flag is restored afterwards);
+4. any other object with SB3-style ``predict(obs, deterministic=True) -> (actions, state)`` (greedy only);
+5. a plain callable on an ``(N, 20)`` int64 array returning actions ``(N,)`` in 0..7 (a deterministic
+   policy: only ``temperature=0`` applies) or probabilities ``(N, 8)``.
+
+``temperature=0`` is greedy: a one-hot on the most probable action, ties to the lowest index (the post's
+setting). ``temperature=T>0`` divides logits by ``T``; for a policy given by probabilities ``q`` this is
+``q**(1/T)`` renormalised, so ``T=1`` is the policy's own distribution. Probabilities are checked (finite,
+non-negative, summing to 1 within 1e-6) and never clipped: bad output raises naming the offending value.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import softmax
+
+from seqenv.sequence import CONTEXT, N_OUT, VOCAB
+
+#: Anything :func:`action_probabilities` accepts.
+Policy = Any
+
+PROB_ATOL = 1e-6  #: tolerance on the sum of a returned distribution
+BATCH_SIZE = 8192  #: histories per forward pass of a torch or SB3 policy
+
+
+def check_temperature(temperature: float) -> float:
+    """Validate a sampling temperature: a finite number ``>= 0`` (0 = greedy)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)):
+        raise TypeError(f"temperature must be a number >= 0, got {temperature!r}")
+    t = float(temperature)
+    if not np.isfinite(t) or t < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    return t
+
+
+def greedy(scores: np.ndarray) -> np.ndarray:
+    """One-hot ``(N, K)`` float64 on the argmax of each row; ties go to the lowest index."""
+    scores = np.asarray(scores)
+    out = np.zeros(scores.shape, dtype=np.float64)
+    out[np.arange(len(scores)), np.argmax(scores, axis=1)] = 1.0
+    return out
+
+
+def probs_from_logits(logits: np.ndarray, temperature: float, what: str = "policy") -> np.ndarray:
+    """Greedy one-hot (``temperature == 0``) or ``softmax(logits / temperature)``, float64 ``(N, K)``."""
+    logits = np.asarray(logits, dtype=np.float64)
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{what} produced a non-finite logit {logits[row, col]!r} (history {row}, output {col}); "
+            "expected finite logits"
+        )
+    if temperature == 0:
+        return greedy(logits)
+    return softmax(logits / temperature, axis=1)
+
+
+def check_probs(probs: Any, n: int, what: str = "policy", width: int = N_OUT) -> np.ndarray:
+    """Validate ``(n, width)`` probabilities and return them as float64, renormalised to sum exactly to 1.
+
+    :raises ValueError: wrong shape, a NaN/inf, a negative entry, or a row not summing to 1 within 1e-6.
+    """
+    arr = _to_numpy(probs)
+    if arr.shape != (n, width):
+        raise ValueError(f"{what} returned probabilities of shape {arr.shape}; expected ({n}, {width})")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{what} returned probabilities of dtype {arr.dtype}; expected floats")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"{what} returned probability {arr[row, col]!r} for history {row}, action {col}")
+    if (arr < 0).any():
+        row, col = np.argwhere(arr < 0)[0]
+        raise ValueError(
+            f"{what} returned a negative probability {arr[row, col]!r} for history {row}, action {col}; "
+            "expected probabilities >= 0"
+        )
+    total = arr.sum(axis=1)
+    off = np.abs(total - 1.0) > PROB_ATOL
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise ValueError(
+            f"{what} returned probabilities for history {row} that sum to {total[row]!r}; expected 1 "
+            f"(within {PROB_ATOL}). If these are logits, pass a torch module or apply a softmax first"
+        )
+    return arr / total[:, None]
+
+
+def check_actions(actions: Any, n: int, what: str = "policy") -> np.ndarray:
+    """Validate ``(n,)`` integer actions in 0..7 and return them as int64."""
+    arr = _to_numpy(actions)
+    if arr.shape != (n,):
+        raise ValueError(f"{what} returned actions of shape {arr.shape}; expected ({n},)")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"{what} returned actions of dtype {arr.dtype}; expected integers in 0..{N_OUT - 1} "
+            f"(or float probabilities of shape ({n}, {N_OUT}))"
+        )
+    out_of_range = (arr < 0) | (arr >= N_OUT)
+    if out_of_range.any():
+        row = int(np.flatnonzero(out_of_range)[0])
+        raise ValueError(
+            f"{what} returned action {arr[row]} for history {row}; expected 0..{N_OUT - 1} (token 8 + action)"
+        )
+    return arr.astype(np.int64)
+
+
+def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Apply a temperature to validated probabilities: greedy at 0, ``q**(1/T)`` renormalised otherwise."""
+    if temperature == 0:
+        return greedy(probs)
+    if temperature == 1:
+        return probs
+    with np.errstate(divide="ignore"):
+        return softmax(np.log(probs) / temperature, axis=1)
+
+
+def action_probabilities(
+    policy: Policy, histories: np.ndarray, temperature: float = 0.0, batch_size: int = BATCH_SIZE
+) -> np.ndarray:
+    """The policy's distribution over actions 0..7 on each history.
+
+    :param policy: any policy listed in the module docstring.
+    :param histories: ``(N, 20)`` int64 natural histories (validated by the caller).
+    :param temperature: 0 for greedy (one-hot, ties to the lowest index), ``> 0`` to temper logits.
+    :param batch_size: histories per forward pass for torch and SB3 policies.
+    :return: float64 ``(N, 8)``, rows summing to 1.
+    """
+    t = check_temperature(temperature)
+    h = np.asarray(histories)
+    n = len(h)
+    if hasattr(policy, "action_probs"):
+        return check_probs(policy.action_probs(h, temperature=t), n, _name(policy))
+    sb3 = _sb3_policy(policy)
+    if sb3 is not None:
+        return _sb3_probs(sb3, h, t, batch_size)
+    if isinstance(policy, torch.nn.Module):
+        logits = module_outputs(policy, h, batch_size)
+        if logits.shape[1] == VOCAB:
+            logits = logits[:, N_OUT:]
+        elif logits.shape[1] != N_OUT:
+            raise ValueError(
+                f"{_name(policy)} returned logits of shape {tuple(logits.shape)}; expected ({n}, {N_OUT}) "
+                f"action logits or ({n}, {VOCAB}) next-token logits"
+            )
+        return probs_from_logits(logits, t, _name(policy))
+    if _is_predict_only(policy):
+        if t != 0:
+            raise ValueError(
+                f"{_name(policy)} only exposes predict(); it has no action distribution to sample at "
+                f"temperature={t}. Use temperature=0"
+            )
+        actions, _ = policy.predict(h, deterministic=True)
+        return greedy_from_actions(check_actions(actions, n, _name(policy)))
+    if callable(policy):
+        return _callable_probs(policy, h, t)
+    raise TypeError(
+        f"cannot use {type(policy).__name__} as a policy; expected a callable on (N, 20) histories, a torch "
+        "module, a Stable-Baselines3 model/policy or an object with action_probs(histories, temperature)"
+    )
+
+
+def greedy_from_actions(actions: np.ndarray) -> np.ndarray:
+    """One-hot ``(N, 8)`` float64 of integer actions."""
+    out = np.zeros((len(actions), N_OUT))
+    out[np.arange(len(actions)), actions] = 1.0
+    return out
+
+
+def module_outputs(
+    module: torch.nn.Module, histories: np.ndarray, batch_size: int = BATCH_SIZE
+) -> np.ndarray:
+    """Run a torch module on ``(N, 20)`` token histories in eval mode and return its 2-D output as float64."""
+    try:
+        device = next(module.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    was_training = module.training
+    module.eval()
+    outs = []
+    try:
+        with torch.no_grad():
+            tokens = torch.from_numpy(np.ascontiguousarray(histories, dtype=np.int64))
+            for start in range(0, len(tokens), batch_size):
+                out = module(tokens[start : start + batch_size].to(device))
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(
+                        f"{_name(module)} returned {type(out).__name__}; expected a tensor of logits"
+                    )
+                outs.append(out.detach().to("cpu", torch.float64))
+    finally:
+        module.train(was_training)
+    out = torch.cat(outs) if outs else torch.zeros((0, N_OUT), dtype=torch.float64)
+    if out.ndim != 2 or out.shape[0] != len(histories):
+        raise ValueError(
+            f"{_name(module)} returned logits of shape {tuple(out.shape)}; expected ({len(histories)}, K)"
+        )
+    return out.numpy()
+
+
+def _callable_probs(policy: Callable[[np.ndarray], Any], h: np.ndarray, t: float) -> np.ndarray:
+    n = len(h)
+    out = _to_numpy(policy(h))
+    if out.ndim == 1:
+        actions = check_actions(out, n, _name(policy))
+        if t != 0:
+            raise ValueError(
+                f"{_name(policy)} returned actions, which fix one action per history; temperature={t} needs "
+                f"a distribution: return probabilities ({n}, {N_OUT}) or use temperature=0"
+            )
+        return greedy_from_actions(actions)
+    if out.ndim == 2:
+        return temper(check_probs(out, n, _name(policy)), t)
+    raise ValueError(
+        f"{_name(policy)} returned an array of shape {out.shape}; expected actions ({n},) or probabilities ({n}, {N_OUT})"
+    )
+
+
+def _sb3_policy(policy: Any) -> Any:
+    """The SB3 ``BasePolicy`` behind ``policy``, or ``None`` (SB3 is only consulted if already imported)."""
+    if "stable_baselines3" not in sys.modules:
+        return None
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.policies import BasePolicy
+
+    if isinstance(policy, BaseAlgorithm):
+        policy = policy.policy
+    return policy if isinstance(policy, BasePolicy) else None
+
+
+def _sb3_probs(policy: Any, h: np.ndarray, t: float, batch_size: int) -> np.ndarray:
+    from gymnasium import spaces
+
+    name = _name(policy)
+    space = policy.action_space
+    if not isinstance(space, spaces.Discrete) or int(space.n) != N_OUT or int(space.start) != 0:
+        raise ValueError(
+            f"{name} has action space {space}; expected Discrete({N_OUT}) (action a writes 8 + a)"
+        )
+    if tuple(policy.observation_space.shape) != (CONTEXT,):
+        raise ValueError(
+            f"{name} has observation space {policy.observation_space}; expected 20 tokens (MultiDiscrete([16]*20))"
+        )
+    n = len(h)
+    if t == 0:
+        parts = [
+            policy.predict(h[i : i + batch_size], deterministic=True)[0] for i in range(0, n, batch_size)
+        ]
+        actions = np.concatenate([np.asarray(a).reshape(-1) for a in parts])
+        return greedy_from_actions(check_actions(actions, n, name))
+    if not hasattr(policy, "get_distribution"):
+        raise ValueError(
+            f"{name} has no action distribution (e.g. a DQN Q-network); only temperature=0 applies, got {t}"
+        )
+    policy.set_training_mode(False)
+    chunks = []
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            obs, _ = policy.obs_to_tensor(h[i : i + batch_size])
+            chunks.append(policy.get_distribution(obs).distribution.logits.detach().to("cpu", torch.float64))
+    logits = torch.cat(chunks).numpy() if chunks else np.zeros((0, N_OUT))
+    return probs_from_logits(logits, t, name)
+
+
+def _is_predict_only(policy: Any) -> bool:
+    return hasattr(policy, "predict") and not callable(policy)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, tuple) and len(x) == 2 and x[1] is None:
+        raise TypeError(
+            "the policy returned a tuple (actions, state) like SB3 predict; return only the actions"
+        )
+    return np.asarray(x)
+
+
+def _name(policy: Any) -> str:
+    name = getattr(policy, "__name__", None) or type(policy).__name__
+    return f"policy {name}"

@@ -1,0 +1,197 @@
+"""Self-evaluation (SPEC §4, the post's "Model Self-Evaluation"): Op and Imp with the model's own world.
+
+The measures of :mod:`measures.split` use the exact world ``T(x|h, a)``. Self-evaluation replaces it
+with the model's prediction of the next even token ``s_{t+1}`` after the history and its own odd token:
+the context is the 20 tokens ending at ``s_t``, i.e. ``concat(h[1:], [8 + a])``. The model's 16-way
+next-token distribution is **renormalised over the even tokens 0..7** (the mass it puts on 8..15 at an even
+position is reported as ``odd_mass``, not used). Then ``F``, ``F'_j``, Op and Imp follow the same formulas,
+and the measured figures (exact world) are returned beside the self-estimated ones, computed on the same
+histories with the same bootstrap resamples (so the errors ``op_self - op`` get paired intervals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import rel_entr
+
+from measures.api import _check_seed, child_rng, resolve_histories
+from measures.baselines import baseline_name, check_baseline, reference_probs
+from measures.policies import (
+    Policy,
+    action_probabilities,
+    check_probs,
+    check_temperature,
+    module_outputs,
+    probs_from_logits,
+)
+from measures.split import estimate, group_histories
+from measures.theory import imp_min
+from seqenv.sequence import N_OUT, VOCAB, transition_probs
+from seqenv.tasks import GoodSpec, good_mask, task_name
+
+
+@dataclass(frozen=True)
+class SelfEvaluation:
+    """Measured (exact world) and self-estimated (the model's world) figures side by side, in nats.
+
+    :param op: measured Op.             :param op_self: Op with the model's predicted world.
+    :param imp: measured Imp.           :param imp_self: Imp with the model's predicted world.
+    :param success: measured ``s``.     :param success_self: ``s`` the model expects.
+    :param baseline_success: measured ``s'``.   :param baseline_success_self: ``s'`` the model expects.
+    :param imp_min: ``Imp_min(s, s')``. :param imp_min_self: ``Imp_min`` from the self-estimated rates.
+    :param odd_mass: mean probability the model put on odd tokens 8..15 where an even token comes
+        (dropped by the renormalisation).
+    :param world_kl: ``mean_i sum_a pi(a|h_i) KL(T(.|h_i, a) || T_model(.|h_i, a))``: how wrong the model's
+        world is on the actions it takes (nats).
+    :param ci: intervals of every figure and of ``op_error = op_self - op`` and ``imp_error = imp_self - imp``.
+    """
+
+    op: float
+    op_self: float
+    imp: float
+    imp_self: float
+    success: float
+    success_self: float
+    baseline_success: float
+    baseline_success_self: float
+    imp_min: float
+    imp_min_self: float
+    odd_mass: float
+    world_kl: float
+    n: int
+    task: str
+    baseline: str
+    temperature: float
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    n_resamples: int = 0
+    ci_level: float = 0.95
+
+    @property
+    def op_error(self) -> float:
+        """``op_self - op``: negative when the model underestimates its own optimization."""
+        return self.op_self - self.op
+
+    @property
+    def imp_error(self) -> float:
+        """``imp_self - imp``."""
+        return self.imp_self - self.imp
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ci"] = {k: [lo, hi] for k, (lo, hi) in self.ci.items()}
+        d["op_error"], d["imp_error"] = self.op_error, self.imp_error
+        return d
+
+
+def next_token_distribution(model: Any, contexts: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """The model's ``(M, 16)`` next-token distribution on ``(M, 20)`` contexts.
+
+    :param model: an object with ``next_token_probs(contexts) -> (M, 16)`` (e.g. ``agents.load(...)``) or a
+        torch module giving ``(M, 16)`` next-token logits.
+    """
+    m = len(contexts)
+    if hasattr(model, "next_token_probs"):
+        return check_probs(model.next_token_probs(contexts), m, f"model {type(model).__name__}", width=VOCAB)
+    if isinstance(model, torch.nn.Module):
+        logits = module_outputs(model, contexts, batch_size)
+        if logits.shape[1] != VOCAB:
+            raise ValueError(
+                f"self-evaluation needs next-token logits of shape ({m}, {VOCAB}); {type(model).__name__} "
+                f"returned {logits.shape}"
+            )
+        return probs_from_logits(logits, 1.0, f"model {type(model).__name__}")
+    raise TypeError(
+        f"cannot self-evaluate {type(model).__name__}: expected a torch module with {VOCAB} next-token logits "
+        "or an object with next_token_probs(contexts)"
+    )
+
+
+def model_world(model: Any, histories: np.ndarray) -> tuple[np.ndarray, float]:
+    """The model's world ``T_model[i, a, x]`` ``(N, 8, 8)`` (renormalised over 0..7) and its mean odd mass."""
+    n = len(histories)
+    ctx = np.empty((n, N_OUT, histories.shape[1]), dtype=np.int64)
+    ctx[:, :, :-1] = histories[:, None, 1:]
+    ctx[:, :, -1] = N_OUT + np.arange(N_OUT)
+    probs = next_token_distribution(model, ctx.reshape(n * N_OUT, -1)).reshape(n, N_OUT, VOCAB)
+    even = probs[..., :N_OUT]
+    total = even.sum(axis=-1, keepdims=True)
+    if (total <= 0).any():
+        i, a = np.argwhere(total[..., 0] <= 0)[0]
+        raise ValueError(f"the model puts no probability on tokens 0..7 after history {i} and action {a}")
+    return even / total, float(1.0 - total.mean())
+
+
+def self_evaluate(
+    model: Any,
+    task: GoodSpec = "ngood4",
+    histories: Any = None,
+    n_histories: int = 4096,
+    seed: int | None = 0,
+    baseline: Any = "split",
+    temperature: float = 0.0,
+    *,
+    policy: Policy | None = None,
+    token: int | None = None,
+    n_bootstrap: int = 1000,
+    ci_level: float = 0.95,
+) -> SelfEvaluation:
+    """Self-estimated Op and Imp of a model that both acts and predicts, beside the measured ones.
+
+    :param model: predicts the next token: ``next_token_probs(contexts)`` or a torch module with 16 logits.
+    :param task: task id or custom good set.
+    :param histories: explicit ``(N, 20)`` natural histories, or ``None`` to draw ``n_histories`` with ``seed``.
+    :param baseline: as for :func:`measures.measure`; a reference future is also built in the model's world.
+    :param temperature: of the policy (0 = greedy).
+    :param policy: the acting policy if it is not ``model`` itself (default: ``model``, whose odd-token
+        logits 8..15 or ``action_probs`` give the actions).
+    :param n_bootstrap: bootstrap resamples for ``ci`` (0 for none).
+    """
+    t = check_temperature(temperature)
+    check_baseline(baseline, token)
+    _check_seed(seed)
+    h = resolve_histories(histories, n_histories, seed)
+    pi = action_probabilities(model if policy is None else policy, h, t)
+    rho = reference_probs(baseline, h, t, token)
+    true_world = transition_probs(h)
+    predicted, odd_mass = model_world(model, h)
+    mask = good_mask(task).astype(np.float64)[None]
+    d = estimate(group_histories(pi, [true_world, predicted], rho), mask, n_bootstrap, child_rng(seed, 1))
+    figs = {
+        "op": d.op[:, 0],
+        "op_self": d.op[:, 1],
+        "imp": d.imp[:, 0],
+        "imp_self": d.imp[:, 1],
+        "success": d.s[:, 0, 0],
+        "success_self": d.s[:, 1, 0],
+        "baseline_success": d.s_prime[:, 0, 0],
+        "baseline_success_self": d.s_prime[:, 1, 0],
+    }
+    figs["imp_min"] = imp_min(np.clip(figs["success"], 0, 1), np.clip(figs["baseline_success"], 0, 1))
+    figs["imp_min_self"] = imp_min(
+        np.clip(figs["success_self"], 0, 1), np.clip(figs["baseline_success_self"], 0, 1)
+    )
+    figs["op_error"] = figs["op_self"] - figs["op"]
+    figs["imp_error"] = figs["imp_self"] - figs["imp"]
+    ci = {}
+    if n_bootstrap >= 2:
+        alpha = 1 - ci_level
+        for name, v in figs.items():
+            lo, hi = np.percentile(v[1:], [100 * alpha / 2, 100 * (1 - alpha / 2)])
+            ci[name] = (float(lo), float(hi))
+    world_kl = float(np.einsum("na,na->", pi, rel_entr(true_world, predicted).sum(axis=-1)) / len(h))
+    return SelfEvaluation(
+        **{k: float(v[0]) for k, v in figs.items() if k not in ("op_error", "imp_error")},
+        odd_mass=odd_mass,
+        world_kl=world_kl,
+        n=len(h),
+        task=task_name(task),
+        baseline=baseline_name(baseline, token),
+        temperature=t,
+        ci=ci,
+        n_resamples=int(n_bootstrap),
+        ci_level=ci_level,
+    )

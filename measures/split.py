@@ -1,0 +1,172 @@
+"""The exact split-history estimator of SPEC §4, with a bootstrap over histories.
+
+Given action probabilities ``pi (N, 8)`` and a world model ``T (N, 8, 8)`` indexed ``[i, a, x]``::
+
+    F      = mean_i sum_a pi(a|h_i) T(.|h_i, a)          # the future the policy makes
+    M(x|a) = mean_i T(x|h_i, a)                          # the world averaged over histories
+    F'_j   = sum_a pi(a|h_j) M(.|a)                      # = mean_i sum_a pi(a|h_j) T(.|h_i, a)
+    Op     = mean_j H(F'_j) - H(F)
+    Imp    = mean_j KL(F || F'_j) = -H(F) - sum_x F(x) mean_j ln F'_j(x)
+
+so the cost is O(N * 64), not O(N^2). With a single reference future (baseline policy ``rho``)
+``F' = mean_i sum_a rho(a|h_i) T(.|h_i, a)``, ``Op = H(F') - H(F)``, ``Imp = KL(F || F')``.
+
+Everything is a weighted average over histories, so histories with identical ``(pi, rho, T)`` rows
+collapse into one group with a weight: a greedy policy in the true world has at most 8 x 16 groups
+(``T`` depends on a history only through 15 tokens' log-sum). The bootstrap resamples the N histories
+with replacement; the resampled count of each group is then exactly multinomial, so 1000 resamples
+cost 1000 x (groups) work instead of 1000 x N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import entr, rel_entr
+
+from seqenv.sequence import N_OUT
+
+_CHUNK_ELEMENTS = 1 << 20  # bound on (resamples x groups x 8) floats held at once (cache-sized chunks)
+# Bootstrap resamples of a split with more groups than this (a stochastic policy: one group per history)
+# evaluate the (groups x resamples x 8) split futures in float32: 2.5x faster, errors ~1e-6 nats, far
+# below the width of any interval. The estimate itself (row 0) is always float64.
+_FLOAT32_GROUPS = 256
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Histories collapsed by identical ``(pi, rho, T, ...)`` rows.
+
+    :param counts: ``(G,)`` number of histories in each group (sums to ``n``).
+    :param pi: ``(G, 8)`` action probabilities of the measured policy.
+    :param worlds: one ``(G, 8, 8)`` world model per world (the true world, a model's prediction, ...).
+    :param rho: ``(G, 8)`` reference action probabilities, or ``None`` for the split history.
+    :param n: number of histories.
+    """
+
+    counts: np.ndarray
+    pi: np.ndarray
+    worlds: tuple[np.ndarray, ...]
+    rho: np.ndarray | None
+    n: int
+
+
+def group_histories(
+    pi: np.ndarray, worlds: list[np.ndarray] | tuple[np.ndarray, ...], rho: np.ndarray | None = None
+) -> Groups:
+    """Collapse histories whose policy, reference and world rows are all identical.
+
+    Rows are keyed by a random projection (fixed seed) and the grouping is then verified exactly; on the
+    (astronomically unlikely) event of a key collision it falls back to an exact ``np.unique``.
+    """
+    n = len(pi)
+    cols = (
+        [pi.reshape(n, -1)]
+        + [w.reshape(n, -1) for w in worlds]
+        + ([] if rho is None else [rho.reshape(n, -1)])
+    )
+    rows = np.ascontiguousarray(np.concatenate(cols, axis=1))
+    key = rows @ np.random.default_rng(0x5EED).standard_normal(rows.shape[1])
+    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    if not np.array_equal(rows[first][inverse], rows):
+        _, first, inverse, counts = np.unique(
+            rows, axis=0, return_index=True, return_inverse=True, return_counts=True
+        )
+    return Groups(
+        counts=counts.astype(np.int64),
+        pi=pi[first],
+        worlds=tuple(w[first] for w in worlds),
+        rho=None if rho is None else rho[first],
+        n=n,
+    )
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Estimates for a batch of history weightings: row 0 is the sample itself, rows 1.. bootstrap resamples.
+
+    Per world ``w`` (axis 1) and task ``k`` (last axis of ``s``/``s_prime``).
+    """
+
+    op: np.ndarray  # (B, W)
+    imp: np.ndarray  # (B, W)
+    entropy: np.ndarray  # (B, W)   H(F)
+    baseline_entropy: np.ndarray  # (B, W)   mean_j H(F'_j) or H(F')
+    future: np.ndarray  # (B, W, 8)   F
+    baseline_future: np.ndarray  # (B, W, 8)   mean_j F'_j or F'
+    s: np.ndarray  # (B, W, K)
+    s_prime: np.ndarray  # (B, W, K)
+
+
+def _weighted_stats(
+    weights: np.ndarray, g: Groups, masks: np.ndarray, split_dtype: type = np.float64
+) -> Draws:
+    """Measures for each row of ``weights`` ``(B, G)`` (rows sum to 1) in every world of ``g``."""
+    b = len(weights)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in Draws.__dataclass_fields__}
+    for world in g.worlds:
+        f = np.einsum("ga,gax->gx", g.pi, world)  # each group's own future
+        future = weights @ f  # (B, 8)
+        h_future = entr(future).sum(axis=1)
+        if g.rho is None:
+            m = (weights @ world.reshape(len(world), -1)).reshape(b, N_OUT, N_OUT)  # M(x|a) per resample
+            # F'_j of every group under every resample in one GEMM: (G, 8) @ (8, B*8) -> (G, B, 8)
+            pi_s, m_s, w_s = (x.astype(split_dtype, copy=False) for x in (g.pi, m, weights))
+            f_split = (pi_s @ m_s.transpose(1, 0, 2).reshape(N_OUT, b * N_OUT)).reshape(len(g.pi), b, N_OUT)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_split = np.log(f_split)
+            zero = f_split <= 0
+            has_zero = zero.any()
+            if has_zero:  # 0 ln 0 = 0 in the entropy; a zero of F'_j where F > 0 makes the KL infinite
+                log_split[zero] = 0.0
+            h_base = -np.einsum("bg,gb->b", w_s, (f_split * log_split).sum(axis=2)).astype(np.float64)
+            mean_log = np.matmul(w_s[:, None, :], log_split.transpose(1, 0, 2))[:, 0].astype(np.float64)
+            if has_zero:
+                mean_log[np.einsum("bg,gbx->bx", weights, zero.astype(np.float64)) > 0] = -np.inf
+            base_future = np.einsum("ba,bax->bx", weights @ g.pi, m)
+            with np.errstate(invalid="ignore"):
+                cross = np.where(future > 0, future * mean_log, 0.0).sum(axis=1)
+            imp = -h_future - cross
+        else:
+            base_future = weights @ np.einsum("ga,gax->gx", g.rho, world)
+            h_base = entr(base_future).sum(axis=1)
+            imp = rel_entr(future, base_future).sum(axis=1)
+        out["op"].append(h_base - h_future)
+        out["imp"].append(imp)
+        out["entropy"].append(h_future)
+        out["baseline_entropy"].append(h_base)
+        out["future"].append(future)
+        out["baseline_future"].append(base_future)
+        out["s"].append(future @ masks.T)
+        out["s_prime"].append(base_future @ masks.T)
+    return Draws(**{k: np.stack(v, axis=1) for k, v in out.items()})
+
+
+def estimate(
+    g: Groups, masks: np.ndarray, n_bootstrap: int = 0, rng: np.random.Generator | None = None
+) -> Draws:
+    """The exact measures on the sample (row 0) followed by ``n_bootstrap`` resamples of the histories.
+
+    :param g: grouped histories (:func:`group_histories`).
+    :param masks: ``(K, 8)`` float/bool good masks, one per task.
+    :param n_bootstrap: resamples of the N histories with replacement (0 for none).
+    :param rng: generator for the resampling.
+    """
+    masks = np.asarray(masks, dtype=np.float64)
+    base = (g.counts / g.n)[None]
+    if n_bootstrap <= 0:
+        return _weighted_stats(base, g, masks)
+    if rng is None:
+        raise ValueError("a bootstrap needs rng=")
+    per_row = len(g.counts) * N_OUT * (1 if g.rho is not None else 2)
+    chunk = max(1, _CHUNK_ELEMENTS // per_row)
+    parts = [_weighted_stats(base, g, masks)]
+    split_dtype = np.float32 if len(g.counts) > _FLOAT32_GROUPS else np.float64
+    done = 0
+    while done < n_bootstrap:
+        k = min(chunk, n_bootstrap - done)
+        counts = rng.multinomial(g.n, g.counts / g.n, size=k)
+        parts.append(_weighted_stats(counts / g.n, g, masks, split_dtype))
+        done += k
+    return Draws(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in Draws.__dataclass_fields__})
