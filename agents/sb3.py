@@ -500,39 +500,57 @@ PPO_DEFAULTS: dict[str, Any] = {
 
 
 class ExactSuccessCallback(BaseCallback):
-    """Logs the exact expected success of the greedy policy on fixed natural histories to TensorBoard.
+    """Logs the exact expected success of the policy on fixed natural histories to TensorBoard.
 
     ``eval/greedy_success`` = mean over histories ``h`` of ``T(good | h, argmax pi(.|h))`` from the exact world
-    model (no sampling noise), and ``eval/sampled_success`` the same for the temperature-1 policy.
+    model (no sampling noise), ``eval/sampled_success`` the same for the temperature-1 policy. Each record is
+    indexed by the samples the evaluated policy was *trained* on (the last rollout, not yet learned from, is
+    not counted): 0 for the initial policy, then every ``every`` samples, and the final policy.
 
     :param task: the task whose good set counts.
+    :param every: evaluate once every ``every`` trained-on samples (checked at the end of each rollout).
     :param n_histories: histories evaluated (fixed, drawn once from ``seed``).
-    :param every: evaluate after every ``every`` environment steps (checked at the end of each rollout).
     :param seed: seed of the histories.
+    :param histories: explicit ``(N, 20)`` histories instead (e.g. another method's held-out set).
     """
 
-    def __init__(self, task: str, n_histories: int = 4096, every: int = 10_000, seed: int = 12345):
+    def __init__(
+        self, task: str, every: int = 10_000, n_histories: int = 4096, seed: int = 12345, histories: np.ndarray | None = None
+    ):
         super().__init__()
-        self.histories = natural_histories(n_histories, seed)
-        good = good_mask(task).astype(np.float64)
-        self.p_good = transition_probs(self.histories) @ good  # (N, 8): success probability of each action
-        self.every = every
+        if int(every) < 1:
+            raise ValueError(f"every must be a positive number of samples, got {every}")
+        self.histories = natural_histories(n_histories, seed) if histories is None else np.asarray(histories)
+        self.p_good = transition_probs(self.histories) @ good_mask(task).astype(np.float64)  # (N, 8)
+        self.every = int(every)
         self._next = 0
-        self.records: list[tuple[int, float, float]] = []
+        #: ``(samples trained on, greedy success, sampled success, seconds since training started)``
+        self.records: list[tuple[int, float, float, float]] = []
 
-    def evaluate(self) -> tuple[float, float]:
+    def _on_training_start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._eval_time = 0.0
+
+    def _record(self, trained: int) -> None:
+        t = time.perf_counter()
         pol = as_policy(self.model)
         greedy = float((pol.action_probs(self.histories, 0.0) * self.p_good).sum(1).mean())
         sampled = float((pol.action_probs(self.histories, 1.0) * self.p_good).sum(1).mean())
-        return greedy, sampled
+        self.records.append((trained, greedy, sampled, t - self._t0))
+        self.logger.record("eval/greedy_success", greedy)
+        self.logger.record("eval/sampled_success", sampled)
+        self._eval_time += time.perf_counter() - t
 
     def _on_rollout_end(self) -> None:
-        if self.num_timesteps >= self._next:
-            greedy, sampled = self.evaluate()
-            self.records.append((self.num_timesteps, greedy, sampled))
-            self.logger.record("eval/greedy_success", greedy)
-            self.logger.record("eval/sampled_success", sampled)
-            self._next = self.num_timesteps + self.every
+        trained = self.num_timesteps - self.model.n_steps * self.model.n_envs
+        if trained >= self._next:
+            self._record(trained)
+            self._next = trained + self.every
+
+    def _on_training_end(self) -> None:
+        if not self.records or self.records[-1][0] != self.num_timesteps:
+            self._record(self.num_timesteps)
+            self.logger.dump(self.num_timesteps)
 
     def _on_step(self) -> bool:
         return True
@@ -550,6 +568,7 @@ def train_ppo(
     tensorboard_log: str | os.PathLike | None = None,
     eval_every: int | None = None,
     episode_length: int = 1,
+    eval_histories: np.ndarray | None = None,
     verbose: int = 0,
     **ppo_kwargs: Any,
 ) -> PPO:
@@ -568,6 +587,7 @@ def train_ppo(
     :param eval_every: log the exact greedy success every this many samples (default ``timesteps // 10``;
         0 disables).
     :param episode_length: steps per episode (1: the post's bandit).
+    :param eval_histories: histories of the exact success evaluation (default: 4096 drawn with seed 12345).
     :param verbose: SB3 verbosity.
     :param ppo_kwargs: overrides of :data:`PPO_DEFAULTS` (and other ``PPO`` arguments).
     """
@@ -599,13 +619,14 @@ def train_ppo(
         "n_envs": int(n_envs),
     }
     every = max(1, int(timesteps) // 10) if eval_every is None else int(eval_every)
-    callbacks = [ExactSuccessCallback(task, every=every)] if every > 0 else []
+    callbacks = [ExactSuccessCallback(task, every=every, histories=eval_histories)] if every > 0 else []
     name = Path(out).stem if out is not None else f"ppo_{task}"
     t0 = time.perf_counter()
     model.learn(int(timesteps), callback=callbacks, tb_log_name=name, progress_bar=False)
     model.splitseq_meta["wall_time_s"] = time.perf_counter() - t0
     if callbacks:
         model.splitseq_meta["eval"] = [list(r) for r in callbacks[0].records]
+        model.splitseq_meta["eval_time_s"] = callbacks[0]._eval_time
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         model.save(out)
@@ -653,8 +674,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
             episode_length=args.episode_length, **hyper,
         )
         meta = model.splitseq_meta
-        for step, greedy, sampled in meta.get("eval", []):
-            print(f"step {step:>9d}  greedy success {greedy:.4f}  sampled success {sampled:.4f}")
+        for samples, greedy, sampled, seconds in meta.get("eval", []):
+            print(f"{samples:>9d} samples {seconds:7.1f}s  greedy success {greedy:.4f}  sampled success {sampled:.4f}")
         saved = args.out if str(args.out).endswith(".zip") else f"{args.out}.zip"
         print(f"trained {model.num_timesteps} samples in {meta['wall_time_s']:.1f}s "
               f"({model.num_timesteps / meta['wall_time_s']:.0f} samples/s); saved {saved}")
