@@ -26,7 +26,7 @@ def run_demo(task: str = "ngood4", steps: int = 10_000, seed: int = 0, show: int
             else:  # the first action whose deterministic outcome is good (else 0)
                 good = mask[next_deterministic(obs[None])[0]]
                 action = int(np.argmax(good))
-            obs_next, reward, terminated, truncated, info = env.step(action)
+            obs_next, reward, terminated, truncated, _ = env.step(action)
             if name == "oracle" and i < show:
                 print(env.render(), end="")
             wins += reward

@@ -2,25 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from seqenv.sampler import HistorySampler
-from seqenv.sequence import CONTEXT, N_OUT, TOKEN_LOG, VOCAB, det_from_logsum, noise_draws, noisy, partial_logsum
+from seqenv.sequence import (
+    CONTEXT,
+    N_OUT,
+    TOKEN_LOG,
+    VOCAB,
+    det_from_logsum,
+    noise_draws,
+    noisy,
+    partial_logsum,
+)
 from seqenv.tasks import GoodSpec, good_mask, task_name
 
-_ACTION_LOG = TOKEN_LOG[N_OUT:].astype(np.int64)  # log of the factor of odd token 8 + a
+# The rule as Python lists for the scalar step (built from the rule itself, not re-implemented):
+_DET = det_from_logsum(np.arange(16)).tolist()  # deterministic value of each log-sum mod 16
+_ACTION_LOG = TOKEN_LOG[N_OUT:].tolist()  # log factor of odd token 8 + a
+_VALUES = np.arange(N_OUT, dtype=np.uint8)
 _NOISE_CHUNK = 4096
 
 
 def check_episode_length(episode_length: int) -> int:
     """Validate ``episode_length``: a positive int."""
-    if isinstance(episode_length, bool) or not isinstance(episode_length, (int, np.integer)) or episode_length < 1:
+    if isinstance(episode_length, bool) or not isinstance(episode_length, (int, np.integer)):
+        raise TypeError(f"episode_length must be a positive int, got {episode_length!r}")
+    if episode_length < 1:
         raise ValueError(f"episode_length must be a positive int, got {episode_length!r}")
     return int(episode_length)
+
+
+def check_action(action: Any) -> int:
+    """One action as an int in 0..7; raises naming the bad value otherwise."""
+    if type(action) is not int:
+        if isinstance(action, np.integer) or (
+            isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu"
+        ):
+            action = int(action)
+        else:
+            raise TypeError(
+                f"action must be an int in 0..{N_OUT - 1} (token 8 + a), got {action!r} of type {type(action).__name__}"
+            )
+    if not 0 <= action < N_OUT:
+        raise ValueError(f"action {action} is out of range: expected an int in 0..{N_OUT - 1} (token 8 + a)")
+    return action
 
 
 class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
@@ -64,7 +94,7 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
     * ``history_batch``: histories prepared per refill of the reset supply (default 1024).
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
         self,
@@ -91,7 +121,7 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
         self._obs: np.ndarray | None = None
         self._partial = 0
         self._t = 0
-        self._u = np.empty(0, dtype=np.int16)
+        self._outcomes: list[list[int]] = []  # per coming step: the world's token for each deterministic value
         self._ui = 0
         self._last: tuple[int, int, bool] | None = None
 
@@ -99,34 +129,27 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         if seed is not None or self._sampler is None:
             self._sampler = HistorySampler(self._history_batch, self.np_random)
-            self._u, self._ui = np.empty(0, dtype=np.int16), 0
-        hist, partial = self._sampler.take(1)
-        self._obs = hist[0].copy()
-        self._partial = int(partial[0])
+            self._outcomes, self._ui = [], 0
+        self._obs, self._partial = self._sampler.take_one()  # a view the sampler never writes again
         self._t = 0
         self._last = None
         return self._obs.copy(), {}
 
     def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict]:
+        a = check_action(action)
         if self._obs is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         if self._t >= self.episode_length:
             raise gym.error.ResetNeeded("the episode has ended; call reset() before step()")
-        try:
-            a = int(action)
-        except (TypeError, ValueError):
-            raise TypeError(f"action must be an int in 0..{N_OUT - 1}, got {action!r}") from None
-        if not 0 <= a < N_OUT or a != action:
-            raise ValueError(f"action {action!r} is out of range: expected an int in 0..{N_OUT - 1} (token 8 + a)")
-        if self._ui >= len(self._u):
-            self._u, self._ui = noise_draws(self.np_random, _NOISE_CHUNK), 0
-        u = self._u[self._ui]
+        if self._ui >= len(self._outcomes):
+            # noisy() over a chunk of noise draws, for each deterministic value at once
+            u = noise_draws(self.np_random, _NOISE_CHUNK)
+            self._outcomes, self._ui = noisy(_VALUES[None, :], u[:, None]).tolist(), 0
+        x = self._outcomes[self._ui][_DET[(self._partial + _ACTION_LOG[a]) & 15]]
         self._ui += 1
-        d = det_from_logsum(self._partial + _ACTION_LOG[a])
-        x = int(noisy(d, u))
         success = self._good[x]
-        obs = np.empty(CONTEXT, dtype=np.int64)
-        obs[:-2] = self._obs[2:]
+        obs = self._obs.copy()
+        obs[:-2] = obs[2:]
         obs[-2] = N_OUT + a
         obs[-1] = x
         self._obs = obs

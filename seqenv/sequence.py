@@ -28,6 +28,7 @@ BURN_IN = 255  #: tokens generated after the uniform start before a stream is us
 # deterministic value with u itself, which is then uniform on 0..7.
 _NOISE_DRAW = 400
 _NOISE_HIT = 8
+_P_NOISE = _NOISE_HIT / _NOISE_DRAW  # 0.02
 
 _EXP17 = np.array([pow(3, k, 17) for k in range(16)], dtype=np.uint8)  # 3**k mod 17, k = 0..15
 _LOG17 = np.zeros(17, dtype=np.uint8)
@@ -43,7 +44,7 @@ def det_from_logsum(logsum: np.ndarray) -> np.ndarray:
     :param logsum: any non-negative integers (only ``logsum mod 16`` matters).
     :return: ``uint8`` array of the same shape with values 0..7.
     """
-    return _DET_OF_LOGSUM[np.asarray(logsum) & 15]
+    return _DET_OF_LOGSUM.take(np.bitwise_and(logsum, 15))
 
 
 def deterministic_next(window: np.ndarray) -> np.ndarray:
@@ -72,8 +73,19 @@ def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
 
 
 def noisy(d: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Apply the 2% noise: ``u`` are draws uniform on 0..399 (one per token), see ``_NOISE_DRAW``."""
-    return np.where(u < _NOISE_HIT, u, d).astype(np.uint8)
+    """Apply the 2% noise: ``u`` are draws uniform on 0..399 (one per token, see :func:`noise_draws`);
+    where ``u < 8`` (probability exactly 0.02) the token is ``u`` (uniform on 0..7), elsewhere ``d``.
+
+    :param d: deterministic values 0..7; broadcast against ``u``.
+    :return: ``uint8`` array of the broadcast shape.
+    """
+    d, u = np.asarray(d), np.asarray(u)
+    hit = u < _NOISE_HIT
+    if d.shape == u.shape:
+        out = d.astype(np.uint8)
+        np.copyto(out, u, casting="unsafe", where=hit)
+        return out
+    return np.where(hit, u, d).astype(np.uint8)
 
 
 def noise_draws(rng: np.random.Generator, shape: int | tuple[int, ...]) -> np.ndarray:
@@ -81,12 +93,55 @@ def noise_draws(rng: np.random.Generator, shape: int | tuple[int, ...]) -> np.nd
     return rng.integers(0, _NOISE_DRAW, size=shape, dtype=np.int16)
 
 
+def noise_positions(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Which of ``size`` tokens are noise, each independently with probability 0.02: sorted int64 indices.
+
+    Equivalent in distribution to ``np.flatnonzero(noise_draws(rng, size) < 8)`` at a tenth of the cost:
+    the gaps between noise tokens are geometric (the residual gap past ``size`` is dropped, which the
+    geometric law's lack of memory makes exact). The noise *values* are drawn separately, uniform on 0..7.
+    """
+    mean = size * _P_NOISE
+    m = int(mean + 6 * mean**0.5) + 16
+    pos = np.cumsum(rng.geometric(_P_NOISE, m)) - 1
+    while pos[-1] < size:  # fewer than `size` tokens covered (a > 6 sigma shortfall): extend
+        pos = np.concatenate([pos, pos[-1] + np.cumsum(rng.geometric(_P_NOISE, m))])
+    return pos[: np.searchsorted(pos, size)]
+
+
+# Tables for SequenceStreams, all derived from the rule (det_from_logsum, TOKEN_LOG). A stream keeps, per
+# position, one byte b = L | (w << 4): L the log-sum of the position's 16 predecessors and w the token the
+# rule writes there without noise, _TOKEN[p][L] for a position of parity p (log factor _NOISELESS_LOG[p][L]).
+# From position t (parity p) to t + 1, (16 * b_t + b_{t-16}) mod 256 = 16 * ((L_t + w_{t-16}) mod 16) + L_{t-16}
+# determines (L_t, L_{t-16}), and _STEP[p] maps it to b_{t+1} for a noiseless s_t and s_{t-16} (16 is even:
+# s_{t-16} has the parity of s_t). Noise is handled by corrections to L (see SequenceStreams._advance).
+_L16 = np.arange(16)
+_TOKEN = [det_from_logsum(_L16) + np.uint8(N_OUT * p) for p in (0, 1)]
+_NOISELESS_LOG = [TOKEN_LOG[tok] for tok in _TOKEN]
+_PACK = [(_L16 | (_TOKEN[p].astype(np.int64) << 4)).astype(np.uint8) for p in (0, 1)]  # L -> b at parity p
+_REPACK = [np.tile(_PACK[p], 16) for p in (0, 1)]  # any byte x -> b of L = x mod 16 at parity p
+_NOISELESS_LOG_OF_BYTE = [np.tile(_NOISELESS_LOG[p], 16) for p in (0, 1)]  # b -> log factor of w
+_STEP = []
+for _p in (0, 1):
+    _lt, _lo = np.meshgrid(_L16, _L16, indexing="ij")
+    _table = np.empty(256, dtype=np.uint8)
+    _table[16 * ((_lt + _TOKEN[_p][_lo]) % 16) + _lo] = _PACK[1 - _p][
+        (_lt + _NOISELESS_LOG[_p][_lt] - _NOISELESS_LOG[_p][_lo].astype(np.int64)) % 16
+    ]
+    _STEP.append(_table)
+
+
 class SequenceStreams:
-    """``n`` independent sequences advanced together, each holding its last 16 tokens and their log-sum.
+    """``n`` independent sequences advanced together, numpy over all streams at once.
 
     The streams start from 16 uniform tokens (positions 0..15) and are burnt in for :data:`BURN_IN`
     tokens, so the last token sits on an even position and the next one is odd: every
     :meth:`histories` call then advances 20 tokens and keeps that alignment.
+
+    Random draws, in order: the 16 start tokens ``rng.integers(0, 8, (16, n), dtype=uint8)``, then per
+    :meth:`advance` of ``k`` tokens the noise positions ``noise_positions(rng, k * n)`` (flat,
+    time-major) and their values ``rng.integers(0, 8, n_noise, dtype=uint8)``. Every other token is the
+    rule's deterministic value: the output equals :func:`deterministic_next` applied window by window
+    (the tests check this), computed in O(1) per token from the log-sum of the window.
 
     :param n: number of streams.
     :param seed: an int, ``None`` or a ``numpy.random.Generator`` (used, not copied).
@@ -94,35 +149,85 @@ class SequenceStreams:
     """
 
     def __init__(self, n: int, seed: int | np.random.Generator | None = None, burn_in: int = BURN_IN):
-        if int(n) < 1:
-            raise ValueError(f"n must be a positive number of streams, got {n}")
-        if burn_in < 0 or burn_in % 2 != 1:
-            raise ValueError(f"burn_in must be a non-negative odd number of tokens, got {burn_in}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive int number of streams, got {n!r}")
+        if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or burn_in < 0 or burn_in % 2 != 1:
+            raise ValueError(f"burn_in must be a non-negative odd int number of tokens, got {burn_in!r}")
         self.n = int(n)
         self.rng = _rng(seed)
         start = self.rng.integers(0, N_OUT, size=(ORDER, self.n), dtype=np.uint8)
         start[1::2] += N_OUT  # positions 0..15: odd ones hold 8..15
-        self._tail = start  # (16, n): the last 16 tokens, oldest first, time-major for contiguous rows
-        self._logsum = TOKEN_LOG[start].sum(axis=0, dtype=np.uint16).astype(np.uint8) & 15
+        # The start tokens are not the rule's: give them the virtual log-sum 0 and treat them like noise
+        # tokens (see _advance): their log factor replaces the noiseless one the step table assumes.
+        parity = np.arange(ORDER) % 2
+        self._lags = np.repeat(np.array([_PACK[0][0], _PACK[1][0]])[parity][:, None], self.n, axis=1)
+        delta = TOKEN_LOG[start] - np.array([_NOISELESS_LOG[0][0], _NOISELESS_LOG[1][0]])[parity][:, None]
+        all_streams = np.arange(self.n)
+        self._leaving = [(all_streams, delta[i]) for i in range(ORDER)]  # noise leaving the window at step i
+        logsum = TOKEN_LOG[start].sum(axis=0, dtype=np.uint16) & 15
+        self._current = _PACK[0][logsum]  # b of the next position (16, even)
         self.position = ORDER  # position of the next token
-        self.advance(burn_in)
+        self._advance(int(burn_in))
+
+    @property
+    def logsum(self) -> np.ndarray:
+        """``(n,)`` uint8: log-sum (mod 16) of the last 16 tokens of each stream (see :func:`det_from_logsum`)."""
+        return self._current & 15
 
     def advance(self, n_tokens: int) -> np.ndarray:
         """Generate ``n_tokens`` more tokens on every stream; returns them time-major, ``(n_tokens, n)`` uint8."""
-        buf = np.empty((ORDER + n_tokens, self.n), dtype=np.uint8)
-        buf[:ORDER] = self._tail
-        u = noise_draws(self.rng, (n_tokens, self.n))
-        logsum = self._logsum
-        for j in range(n_tokens):
-            tok = noisy(det_from_logsum(logsum), u[j])
-            if (self.position + j) % 2:
-                tok += N_OUT
-            buf[ORDER + j] = tok
-            logsum = (logsum + TOKEN_LOG[tok] + (16 - TOKEN_LOG[buf[j]])) & 15
-        self._logsum = logsum
-        self._tail = buf[n_tokens:].copy()
-        self.position += n_tokens
-        return buf[ORDER:]
+        b, hit_step, hit_stream, hit_value = self._advance(n_tokens)
+        tokens = np.empty((b.shape[0], _padded(self.n)), dtype=np.uint8)[:, : self.n]
+        np.right_shift(b, 4, out=tokens)
+        tokens[hit_step, hit_stream] = hit_value
+        return tokens
+
+    def _advance(self, n_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Advance ``n_tokens`` positions. Returns the bytes ``b`` ``(n_tokens, n)`` of the new positions and
+        the noise tokens among them as ``(step, stream, token)`` arrays sorted by step."""
+        if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
+            raise ValueError(f"n_tokens must be a non-negative int, got {n_tokens!r}")
+        k, n = int(n_tokens), self.n
+        hits = noise_positions(self.rng, k * n)
+        hit_value = self.rng.integers(0, N_OUT, size=len(hits), dtype=np.uint8)
+        hit_step = hits // n
+        hit_stream = hits - hit_step * n
+        hit_token = hit_value + N_OUT * ((self.position + hit_step) & 1).astype(np.uint8)
+        hit_log = TOKEN_LOG[hit_token]
+        hit_delta = np.empty_like(hit_log)
+        bounds = np.searchsorted(hit_step, np.arange(k + 1)).tolist()
+        # B[r] holds b of position (self.position + r - 16). Rows are padded so that they are not a power of
+        # two apart (cache-set aliasing slows row-wise operations 3x).
+        B = np.empty((ORDER + k + 1, _padded(n)), dtype=np.uint8)[:, :n]
+        B[:ORDER] = self._lags
+        B[ORDER] = self._current
+        index = np.empty(n, dtype=np.uint8)
+        leaving = self._leaving + [(hit_stream[bounds[j] : bounds[j + 1]], hit_delta[bounds[j] : bounds[j + 1]])
+                                   for j in range(k)]
+        for j in range(k):
+            p = (self.position + j) & 1
+            repack = _REPACK[1 - p]
+            np.multiply(B[ORDER + j], 16, out=index)
+            index += B[j]
+            row = B[ORDER + j + 1]
+            _STEP[p].take(index, out=row)  # L_{t+1} if s_t and s_{t-16} were the rule's tokens
+            # A noise token s_t with log factor G adds delta = G - (noiseless log factor) to L from step t + 1
+            # on and takes it off again when it leaves the window at step t + 17. Re-packing depends on L
+            # mod 16 only, so the corrections compose in any order.
+            lo, hi = bounds[j], bounds[j + 1]
+            if hi > lo:
+                streams = hit_stream[lo:hi]
+                delta = hit_log[lo:hi] - _NOISELESS_LOG_OF_BYTE[p].take(B[ORDER + j].take(streams))
+                hit_delta[lo:hi] = delta
+                row[streams] = repack.take(row.take(streams) + delta)
+            streams, delta = leaving[j]
+            if len(streams):
+                row[streams] = repack.take(row.take(streams) - delta)
+        self._leaving = leaving[k : k + ORDER]
+        self._lags = B[k : k + ORDER].copy()
+        self._current = B[ORDER + k].copy()
+        self.position += k
+        return B[ORDER : ORDER + k], hit_step, hit_stream, hit_token
 
     def histories(self) -> tuple[np.ndarray, np.ndarray]:
         """Advance 20 tokens and return one natural history per stream.
@@ -132,9 +237,19 @@ class SequenceStreams:
             the history already fixes; see :func:`partial_logsum`).
         """
         tokens = self.advance(CONTEXT)
-        hist = np.ascontiguousarray(tokens.T, dtype=np.int64)
-        partial = (self._logsum + (16 - TOKEN_LOG[tokens[CONTEXT - ORDER]])) & 15
+        hist = np.empty((self.n, CONTEXT), dtype=np.int64)
+        for b in range(0, self.n, _BLOCK):  # transposing in cache-sized blocks
+            hist[b : b + _BLOCK] = tokens[:, b : b + _BLOCK].T
+        partial = (self.logsum + (16 - TOKEN_LOG[tokens[CONTEXT - ORDER]])) & 15
         return hist, partial
+
+
+_BLOCK = 4096
+
+
+def _padded(n: int) -> int:
+    """Row length for ``n`` streams: at least ``n``, and rows never a multiple of 4 KiB apart."""
+    return n if n < 256 else n + 64
 
 
 def natural_histories(n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -16,13 +17,14 @@ from seqenv.sequence import (
     N_OUT,
     TOKEN_LOG,
     VOCAB,
-    _check_actions,
     det_from_logsum,
     noise_draws,
     noisy,
     partial_logsum,
 )
 from seqenv.tasks import GoodSpec, good_mask, task_name
+
+_NOISE_STEPS = 64  # steps whose noise is drawn at once
 
 
 class SplitSeqVectorEnv(VectorEnv):
@@ -39,10 +41,10 @@ class SplitSeqVectorEnv(VectorEnv):
     :param num_envs: number of environments.
     :param good: a task id or a custom good set (see :class:`~seqenv.env.SplitSeqEnv`).
     :param episode_length: steps per episode (default 1).
-    :param history_batch: histories prepared per refill of the reset supply (default ``max(16384, num_envs)``).
+    :param history_batch: histories prepared per refill of the reset supply (default ``max(32768, num_envs)``).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
     def __init__(
         self,
@@ -67,7 +69,7 @@ class SplitSeqVectorEnv(VectorEnv):
         self.task = task_name(self.good)
         self._good = good_mask(good)
         self.episode_length = check_episode_length(episode_length)
-        self._history_batch = max(16384, self.num_envs) if history_batch is None else int(history_batch)
+        self._history_batch = max(32768, self.num_envs) if history_batch is None else int(history_batch)
         if self._history_batch < 1:
             raise ValueError(f"history_batch must be a positive int, got {history_batch}")
         self.single_observation_space = spaces.MultiDiscrete(np.full(CONTEXT, VOCAB, dtype=np.int64))
@@ -79,44 +81,63 @@ class SplitSeqVectorEnv(VectorEnv):
         self._partial = np.zeros(self.num_envs, dtype=np.uint8)
         self._t = np.zeros(self.num_envs, dtype=np.int64)
         self._action_log = TOKEN_LOG[N_OUT:]
+        self._noise = np.empty((0, self.num_envs), dtype=np.int16)  # noise draws for the coming steps
+        self._noise_next = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if seed is not None or self._sampler is None:
             self._sampler = HistorySampler(self._history_batch, self.np_random)
-        self._obs, self._partial = (a.copy() for a in self._sampler.take(self.num_envs))
+            self._noise, self._noise_next = self._noise[:0], 0
+        self._obs, self._partial = self._sampler.take(self.num_envs)  # views the sampler never writes again
         self._t[:] = 0
         return self._obs.copy(), {}
 
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        a = actions if isinstance(actions, np.ndarray) else np.asarray(actions)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"actions must be integers in 0..{N_OUT - 1}, got {actions!r} of dtype {a.dtype}")
+        if a.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), one per env, got shape {a.shape}")
+        out_of_range = (a.view(np.uint64) if a.dtype == np.int64 else a.astype(np.int64).view(np.uint64)) >= N_OUT
+        if out_of_range.any():
+            i = int(np.argmax(out_of_range))
+            raise ValueError(
+                f"action {a[i]} of env {i} is out of range: expected ints in 0..{N_OUT - 1} (token 8 + action)"
+            )
+        return a
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         if self._sampler is None:
-            raise RuntimeError("call reset() before step()")
-        a = _check_actions(np.asarray(actions).reshape(-1))
-        if a.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {np.shape(actions)}")
-        u = noise_draws(self.np_random, self.num_envs)
-        x = noisy(det_from_logsum(self._partial + self._action_log[a]), u).astype(np.int64)
-        success = self._good[x]
-        reward = success.astype(np.float64)
-        moved = np.empty_like(self._obs)
-        moved[:, :-2] = self._obs[:, 2:]
-        moved[:, -2] = a + N_OUT
-        moved[:, -1] = x
-        self._t += 1
-        done = self._t >= self.episode_length
-        info: dict[str, Any] = {"next_token": x, "success": success}
+            raise gym.error.ResetNeeded("call reset() before step()")
+        a = self._check_actions(actions)
+        n = self.num_envs
+        if self._noise_next >= len(self._noise):
+            self._noise, self._noise_next = noise_draws(self.np_random, (_NOISE_STEPS, n)), 0
+        u = self._noise[self._noise_next]
+        self._noise_next += 1
+        x = noisy(det_from_logsum(self._partial + self._action_log.take(a)), u)
+        success = self._good.take(x)
+        next_token = x.astype(np.int64)
+        final_obs = np.empty((n, CONTEXT), dtype=np.int64)
+        final_obs.ravel()[:-2] = self._obs.ravel()[2:]  # shift every row by 2; columns 18, 19 are set next
+        np.add(a, N_OUT, out=final_obs[:, -2])
+        final_obs[:, -1] = next_token
         if self.episode_length == 1:  # every env ends: the whole batch resets
-            self._obs, self._partial = (arr.copy() for arr in self._sampler.take(self.num_envs))
-            self._t[:] = 0
+            done = np.ones(n, dtype=bool)
+            self._obs, self._partial = self._sampler.take(n)
         else:
-            self._obs, self._partial = moved.copy(), partial_logsum(moved)
-            n_done = int(done.sum())
+            self._t += 1
+            done = self._t >= self.episode_length
+            self._obs, self._partial = final_obs.copy(), partial_logsum(final_obs)
+            n_done = int(np.count_nonzero(done))
             if n_done:
                 self._obs[done], self._partial[done] = self._sampler.take(n_done)
                 self._t[done] = 0
-        if done.any():
-            info["final_obs"] = moved
+        info: dict[str, Any] = {"next_token": next_token, "success": success}
+        if self.episode_length == 1 or n_done:
+            info["final_obs"] = final_obs
             info["_final_obs"] = done
-            info["final_info"] = {"next_token": x, "success": success, "_next_token": done, "_success": done}
+            info["final_info"] = {"next_token": next_token, "success": success, "_next_token": done, "_success": done}
             info["_final_info"] = done
-        return self._obs.copy(), reward, done, np.zeros(self.num_envs, dtype=bool), info
+        return self._obs.copy(), success.astype(np.float64), done, np.zeros(n, dtype=bool), info
