@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from seqenv.sequence import CONTEXT, N_OUT, VOCAB
 
@@ -78,9 +78,17 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Attention output for every position, or (``last_only``) for the last position only, ``(B, 1, C)``."""
         b, t, c = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        hs = c // self.n_head
+        if last_only:  # keys and values from every position, a query from the last one only
+            kv = F.linear(x, self.qkv.weight[c:], self.qkv.bias[c:]).view(b, t, 2, self.n_head, hs)
+            k, v = kv.permute(2, 0, 3, 1, 4)
+            q = F.linear(x[:, -1:], self.qkv.weight[:c], self.qkv.bias[:c]).view(b, 1, self.n_head, hs)
+            q, t = q.transpose(1, 2), 1
+        else:
+            q, k, v = self.qkv(x).view(b, t, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
 
@@ -98,8 +106,10 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``(B, T, C) -> (B, T, C)``, or ``(B, 1, C)`` for the last position only (the same numbers)."""
+        h = self.attn(self.ln1(x), last_only)
+        x = (x[:, -1:] if last_only else x) + h
         return x + self.mlp(self.ln2(x))
 
 
@@ -134,8 +144,9 @@ class SplitSeqTransformer(nn.Module):
         if idx.dim() != 2 or idx.shape[1] != self.cfg.context:
             raise ValueError(f"expected token ids of shape (B, {self.cfg.context}), got {tuple(idx.shape)}")
         x = self.drop(self.tok_emb(idx) + self.pos_emb)
-        for block in self.blocks:
-            x = block(x)
+        # Only the last position is read out, so the last block computes only it (same result, less work).
+        for i, block in enumerate(self.blocks):
+            x = block(x, last_only=i == len(self.blocks) - 1)
         return self.ln_f(x[:, -1])
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
