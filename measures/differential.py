@@ -43,7 +43,7 @@ def _matrix(x: Any, name: str) -> np.ndarray:
             f"{name} must be a non-empty matrix (dim F, dim P) or a scalar, got shape {arr.shape}"
         )
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds a non-finite entry {arr[~np.isfinite(arr)][0]!r}")
+        raise ValueError(f"{name} holds a non-finite entry {float(arr[~np.isfinite(arr)][0])}")
     return arr
 
 

@@ -65,7 +65,7 @@ def probs_from_logits(logits: np.ndarray, temperature: float, what: str = "polic
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise ValueError(
-            f"{what} produced a non-finite logit {logits[row, col]!r} (history {row}, output {col}); "
+            f"{what} produced a non-finite logit {float(logits[row, col])} (history {row}, output {col}); "
             "expected finite logits"
         )
     if temperature == 0:
@@ -87,11 +87,13 @@ def check_probs(probs: Any, n: int, what: str = "policy", width: int = N_OUT) ->
     bad = ~np.isfinite(arr)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ValueError(f"{what} returned probability {arr[row, col]!r} for history {row}, action {col}")
+        raise ValueError(
+            f"{what} returned probability {float(arr[row, col])} for history {row}, action {col}"
+        )
     if (arr < 0).any():
         row, col = np.argwhere(arr < 0)[0]
         raise ValueError(
-            f"{what} returned a negative probability {arr[row, col]!r} for history {row}, action {col}; "
+            f"{what} returned a negative probability {float(arr[row, col])} for history {row}, action {col}; "
             "expected probabilities >= 0"
         )
     total = arr.sum(axis=1)
@@ -99,7 +101,7 @@ def check_probs(probs: Any, n: int, what: str = "policy", width: int = N_OUT) ->
     if off.any():
         row = int(np.flatnonzero(off)[0])
         raise ValueError(
-            f"{what} returned probabilities for history {row} that sum to {total[row]!r}; expected 1 "
+            f"{what} returned probabilities for history {row} that sum to {float(total[row])}; expected 1 "
             f"(within {PROB_ATOL}). If these are logits, pass a torch module or apply a softmax first"
         )
     return arr / total[:, None]

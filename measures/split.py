@@ -57,8 +57,9 @@ def group_histories(
 ) -> Groups:
     """Collapse histories whose policy, reference and world rows are all identical.
 
-    Rows are keyed by a random projection (fixed seed) and the grouping is then verified exactly; on the
-    (astronomically unlikely) event of a key collision it falls back to an exact ``np.unique``.
+    Rows are keyed by a hash of their bits (fixed seed) and the grouping is then verified exactly; on the
+    (astronomically unlikely) event of a key collision it falls back to an exact ``np.unique``. Groups are
+    ordered by key, so the grouping (and a seeded bootstrap) does not depend on the order of histories.
     """
     n = len(pi)
     cols = (
@@ -66,8 +67,13 @@ def group_histories(
         + [w.reshape(n, -1) for w in worlds]
         + ([] if rho is None else [rho.reshape(n, -1)])
     )
-    rows = np.ascontiguousarray(np.concatenate(cols, axis=1))
-    key = rows @ np.random.default_rng(0x5EED).standard_normal(rows.shape[1])
+    rows = np.ascontiguousarray(np.concatenate(cols, axis=1), dtype=np.float64)
+    # an exact hash of each row's bits (integer arithmetic wraps, so identical rows get identical keys
+    # wherever they sit), then an exact check that no two different rows share a key
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=rows.shape[1], dtype=np.uint64) | np.uint64(
+        1
+    )
+    key = (rows.view(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
     _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
     if not np.array_equal(rows[first][inverse], rows):
         _, first, inverse, counts = np.unique(

@@ -22,7 +22,7 @@ def _rates(x: ArrayLike, name: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     bad = ~((arr >= 0.0) & (arr <= 1.0))  # also catches NaN
     if bad.any():
-        raise ValueError(f"{name} must be a rate in [0, 1], got {arr[bad].flat[0]!r}")
+        raise ValueError(f"{name} must be a rate in [0, 1], got {float(arr[bad].flat[0])}")
     return arr
 
 
@@ -63,14 +63,14 @@ def imp_min(s: ArrayLike, s_prime: ArrayLike) -> ArrayLike:
 def _distributions(p: np.ndarray, name: str, axis: int, atol: float = 1e-6) -> np.ndarray:
     arr = np.asarray(p, dtype=np.float64)
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds a non-finite value {arr[~np.isfinite(arr)].flat[0]!r}")
+        raise ValueError(f"{name} holds a non-finite value {float(arr[~np.isfinite(arr)].flat[0])}")
     if (arr < 0).any():
-        raise ValueError(f"{name} holds a negative probability {arr[arr < 0].flat[0]!r}")
+        raise ValueError(f"{name} holds a negative probability {float(arr[arr < 0].flat[0])}")
     total = arr.sum(axis=axis)
     off = np.abs(total - 1.0) > atol
     if np.any(off):
         raise ValueError(
-            f"{name} must sum to 1 along axis {axis} (within {atol}); a distribution sums to {total[off].flat[0]!r}"
+            f"{name} must sum to 1 along axis {axis} (within {atol}); a distribution sums to {float(total[off].flat[0])}"
         )
     return arr
 
