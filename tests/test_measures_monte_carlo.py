@@ -9,8 +9,9 @@ from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import good_mask
 
 
-def oracle(h):
-    return transition_probs(h)[..., good_mask("ngood4")].sum(-1).argmax(axis=1)
+def oracle(h):  # greedy on the exact success probability, ties to the lowest action
+    g = transition_probs(h)[..., good_mask("ngood4")].sum(-1)
+    return (g >= g.max(axis=1, keepdims=True) - 1e-12).argmax(axis=1)
 
 
 def natural_greedy(h):
