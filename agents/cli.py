@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: modules that contribute a sub-command, in the order ``--help`` lists them
-COMMAND_MODULES: tuple[str, ...] = ("seqenv.demo", "agents.sb3", "agents.commands")
+COMMAND_MODULES: tuple[str, ...] = ("seqenv.demo", "agents.sb3", "agents.commands", "agents.reproduce_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,8 +117,9 @@ def _size_axis(ax: plt.Axes, df: pd.DataFrame) -> None:
     ax.set_xlabel("model size (parameters)")
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig: plt.Figure, path: Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
@@ -141,45 +142,54 @@ def _ref_value(ref: pd.DataFrame, model: str, task: str, col: str) -> float:
 
 # --------------------------------------------------------------------------------------------- figures
 def fig_pretraining(df: pd.DataFrame, root: Path, path: Path) -> Path:
-    """Pretrained models: held-out next-token loss and accuracy (even and odd targets) against size."""
-    _, _, pre, _ = _subsets(df)
+    """Held-out next-token loss and accuracy (even and odd targets) against size: pretrained models, and the
+    even-target accuracy the finetuned models keep (the maintenance training's job)."""
+    fin, _, pre, _ = _subsets(df)
     one = pre.drop_duplicates("model")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, cols, title, ylabel in (
-        (a, [("nt_loss", "next-token loss", "C3")], "Pretraining: held-out loss", "cross-entropy (nats / token)"),
-        (b, [("acc_even", "even targets (world model)", "C0"), ("acc_odd", "odd targets (policy's token)", "C1")],
-         "Pretraining: held-out accuracy", "next-token accuracy"),
-    ):  # fmt: skip
-        for col, label, color in cols:
-            ax.scatter(one["params"], one[col], color=color, alpha=0.35, s=14, zorder=2)
-            s = _per_size(one.assign(_all=""), col, by="_all")
-            ax.errorbar(s["params"], s["mean"], yerr=s["se"], color=color, marker="o", capsize=3, label=label, zorder=3)
+    after = fin.drop_duplicates("model")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
+    series = (
+        (a, one, "nt_loss", "pretrained", "C3", "o", "-"),
+        (b, one, "acc_even", "even targets (world model), pretrained", "C0", "o", "-"),
+        (b, one, "acc_odd", "odd targets (policy's token), pretrained", "C1", "o", "-"),
+        (b, after, "acc_even", "even targets after finetuning", "C0", "s", "--"),
+    )
+    for ax, data, col, label, color, marker, ls in series:
+        if not len(data):
+            continue
+        ax.scatter(data["params"], data[col], color=color, alpha=0.3, s=12, marker=marker, zorder=2)
+        s = _per_size(data.assign(_all=""), col, by="_all")
+        ax.errorbar(s["params"], s["mean"], yerr=s["se"], color=color, marker=marker, ls=ls, capsize=3, label=label,
+                    mfc="white" if ls == "--" else color, zorder=3)  # fmt: skip
+    for ax in (a, b):
         _size_axis(ax, one)
-        ax.set_title(title)
-        ax.set_ylabel(ylabel)
-    a.axhline(NT_LOSS_FLOOR, ls="--", color="0.3", lw=1, label=f"irreducible loss {NT_LOSS_FLOOR:.3f}")
-    b.axhline(P_MATCH, ls="--", color="0.3", lw=1, label=f"limit {P_MATCH:.4f}")
-    a.legend()
-    b.legend(loc="lower right")
-    fig.suptitle("Pretraining on natural sequences (dots: seeds; line: mean ± s.e.)")
+    a.axhline(NT_LOSS_FLOOR, ls="-.", color="0.3", lw=1, label=f"irreducible loss {NT_LOSS_FLOOR:.3f}")
+    b.axhline(P_MATCH, ls="-.", color="0.3", lw=1, label=f"limit {P_MATCH:.4f}")
+    a.set(title="Held-out next-token loss", ylabel="cross-entropy (nats / token)")
+    b.set(title="Held-out next-token accuracy", ylabel="accuracy")
+    a.legend(loc="best")
+    b.legend(loc="best", fontsize=7)
+    fig.suptitle("Pretraining on natural sequences (small dots: seeds; line: mean ± s.e.)")
     return _save(fig, path)
 
 
 def _history(root: Path, checkpoint: str) -> pd.DataFrame | None:
-    from scripts.reproduce import history_path
+    from agents.pretrain import history_path
 
     p = history_path(root / checkpoint)
     return pd.read_csv(p) if p.exists() else None
 
 
 def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
-    """Example runs (the first seed): pretraining loss/accuracy per size, finetuning success, maintenance
-    accuracy and loss per task for the largest size."""
+    """Example runs (the first seed): pretraining loss and held-out accuracy per size; finetuning success,
+    maintenance accuracy and policy loss per task for the largest size."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     _, _, pre, ref = _subsets(df)
     fin = df[df["kind"] == "finetuned"].drop_duplicates("model")
     sizes = _sizes_in(pre)
     seed = int(pre["seed"].min()) if len(pre) else 0
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4))
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.2))
     size_colors = dict(zip(sizes, plt.cm.viridis(np.linspace(0.1, 0.85, max(len(sizes), 1)))))
     for size in sizes:
         row = pre[(pre["size"] == size) & (pre["seed"] == seed)].drop_duplicates("model")
@@ -187,38 +197,51 @@ def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
         if h is None:
             continue
         c = size_colors[size]
-        axes[0, 0].plot(h["step"], h["loss"], color=c, lw=1, label=size)
-        axes[0, 1].plot(h["step"], h["acc_even"], color=c, lw=1, label=f"{size} even")
+        axes[0, 0].plot(h["step"], h["loss"], color=c, lw=1.2, label=f"{size} train")
+        axes[0, 0].plot(h["step"], h["eval_loss"], color=c, lw=1, ls="--", label=f"{size} held-out")
+        axes[0, 1].plot(h["step"], h["acc_even"], color=c, lw=1.2, label=f"{size} even")
         axes[0, 1].plot(h["step"], h["acc_odd"], color=c, lw=1, ls=":", label=f"{size} odd")
-        axes[0, 2].plot(h["step"], h["lr"], color=c, lw=1, label=size)
-    axes[0, 0].axhline(NT_LOSS_FLOOR, ls="--", color="0.3", lw=1, label="irreducible")
-    axes[0, 0].set(title=f"Pretraining loss (seed {seed})", xlabel="step", ylabel="train loss (nats / token)", yscale="log")
-    axes[0, 1].axhline(P_MATCH, ls="--", color="0.3", lw=1, label="limit")
-    axes[0, 1].set(title="Pretraining accuracy", xlabel="step", ylabel="train accuracy")
+        axes[0, 2].plot(h["step"], h["lr"], color=c, lw=1.2, label=size)
+    axes[0, 0].axhline(NT_LOSS_FLOOR, ls="-.", color="0.3", lw=1, label=f"irreducible {NT_LOSS_FLOOR:.3f}")
+    axes[0, 0].set(title=f"Pretraining loss (seed {seed})", xlabel="step", ylabel="cross-entropy (nats / token)",
+                   yscale="log")  # fmt: skip
+    axes[0, 0].yaxis.set_major_formatter(ScalarFormatter())
+    axes[0, 0].yaxis.set_minor_formatter(NullFormatter())
+    axes[0, 1].axhline(P_MATCH, ls="-.", color="0.3", lw=1, label=f"limit {P_MATCH:.4f}")
+    axes[0, 1].set(title="Pretraining: held-out accuracy", xlabel="step", ylabel="next-token accuracy")
     axes[0, 2].set(title="Pretraining learning rate", xlabel="step", ylabel="learning rate")
     big = sizes[-1] if sizes else ""
-    for task in _tasks_in(fin):
+    tasks = _tasks_in(fin)
+    for task in tasks:
         row = fin[(fin["size"] == big) & (fin["seed"] == seed) & (fin["train_task"] == task)]
         h = _history(root, row["checkpoint"].iloc[0]) if len(row) else None
         if h is None:
             continue
         c = _color(task)
-        axes[1, 0].plot(h["step"], h["success"], color=c, lw=1, label=task_label(task))
+        axes[1, 0].plot(h["step"], h["success"], color=c, lw=1.4)
+        axes[1, 0].plot(h["step"], h["sample_success"], color=c, lw=0.8, alpha=0.6)
         axes[1, 0].axhline(_ref_value(ref, f"oracle-{task}", task, "success"), color=c, ls="--", lw=0.8)
         axes[1, 0].axhline(task_p(task), color=c, ls=":", lw=0.8)
-        axes[1, 1].plot(h["step"], h["maintenance_acc"], color=c, lw=1, label=task_label(task))
-        axes[1, 2].plot(h["step"], h["loss"], color=c, lw=1, label=task_label(task))
-    axes[1, 0].set(title=f"Finetuning success ({big}, seed {seed})", xlabel="step", ylabel="success rate (temperature 1)")
-    axes[1, 0].legend(handles=axes[1, 0].get_legend_handles_labels()[0] + [
-        Line2D([], [], color="0.4", ls="--", lw=0.8, label="oracle"), Line2D([], [], color="0.4", ls=":", lw=0.8, label="chance p")])  # fmt: skip
-    axes[1, 1].axhline(P_MATCH, ls="--", color="0.3", lw=1, label="limit")
-    axes[1, 1].set(title="Maintenance accuracy (even targets)", xlabel="step", ylabel="next-token accuracy")
-    axes[1, 2].set(title="Finetuning loss (reinforced samples)", xlabel="step", ylabel="cross-entropy (nats)")
-    for ax in axes.flat:
-        if ax.has_data() and ax is not axes[1, 0]:
-            ax.legend(ncol=2 if ax is axes[0, 1] else 1)
+        axes[1, 1].plot(h["step"], h["maintenance_acc"], color=c, lw=1.2)
+        axes[1, 2].plot(h["step"], h["loss"], color=c, lw=1.2)
+    axes[1, 0].set(title=f"Finetuning success ({big}, seed {seed})", xlabel="step", ylabel="success rate")
+    axes[1, 1].axhline(P_MATCH, ls="-.", color="0.3", lw=1)
+    axes[1, 1].set(title="Maintenance: held-out accuracy, even targets", xlabel="step", ylabel="next-token accuracy")
+    axes[1, 2].set(title="Finetuning policy loss (successful samples)", xlabel="step", ylabel="cross-entropy (nats)")
+    for ax in axes[0]:
+        if ax.has_data():
+            ax.legend(ncol=2 if len(sizes) > 2 else 1, fontsize=7)
+    handles = [Line2D([], [], color=_color(t), lw=1.4, label=task_label(t)) for t in tasks] + [
+        Line2D([], [], color="0.4", lw=1.4, label="greedy success (exact, held-out)"),
+        Line2D([], [], color="0.4", lw=0.8, alpha=0.6, label="sampled success (temperature 1)"),
+        Line2D([], [], color="0.4", ls="--", lw=0.8, label="oracle"),
+        Line2D([], [], color="0.4", ls=":", lw=0.8, label="chance p"),
+        Line2D([], [], color="0.3", ls="-.", lw=1, label=f"accuracy limit {P_MATCH:.4f}"),
+    ]  # fmt: skip
     fig.suptitle("Example training runs")
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
+    return _save(fig, path, tight=False)
 
 
 def fig_success_vs_size(df: pd.DataFrame, root: Path, path: Path) -> Path:
@@ -271,8 +294,9 @@ def fig_op_vs_success(df: pd.DataFrame, root: Path, path: Path) -> Path:
 
 
 def _cross_panels(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, title: str, path: Path,
-                  log: bool = False) -> Path:  # fmt: skip
-    """Own task in the first panel, then one panel per evaluation task coloured by training task; y = x."""
+                  log: bool = False, fit: bool = False) -> Path:  # fmt: skip
+    """Own task in the first panel, then one panel per evaluation task coloured by training task; y = x.
+    ``fit`` adds, per training task, the least-squares line through the origin (its slope in the legend)."""
     fin, own, _, _ = _subsets(df)
     tasks = _tasks_in(fin, "eval_task")
     sizes = _sizes_in(fin)
@@ -288,6 +312,16 @@ def _cross_panels(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, ti
         d = fin[fin["eval_task"] == task]
         _scatter(ax, d, x, y, "train_task", hollow=d["train_task"] != task)
         ax.set_title(f"evaluated on {task_label(task)}")
+        if fit:
+            fits = []
+            for tt, g in d.groupby("train_task"):
+                xx, yy = g[x].to_numpy(float), g[y].to_numpy(float)
+                if len(xx) >= 3 and (xx**2).sum() > 0:  # a slope from fewer points says little
+                    k = float((xx * yy).sum() / (xx**2).sum())
+                    ax.plot([0, hi], [0, k * hi], color=_color(tt), lw=0.9, ls=(0, (4, 2)), alpha=0.8, zorder=2)
+                    fits.append(Line2D([], [], color=_color(tt), lw=0.9, ls=(0, (4, 2)), label=f"slope {k:.2f}"))
+            if fits:
+                ax.legend(handles=fits, loc="lower right", title="least squares through 0", title_fontsize=7, fontsize=7)
     for ax in axes:
         if log:
             ax.set_xscale("log")
@@ -295,11 +329,11 @@ def _cross_panels(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, ti
         line = _identity(ax, lo, hi)
         ax.set_xlabel(xlabel)
     axes[0].set_ylabel(ylabel)
-    _legend(axes[0], _tasks_in(own), sizes, loc="upper left", extra=[line])
-    if len(axes) > 1:
-        axes[1].legend(handles=[Line2D([], [], color="0.4", marker="o", ls="", label="trained on this task"),
-                                Line2D([], [], color="0.4", marker="o", ls="", mfc="none", label="trained on another")],
-                       loc="upper left", title="colour: training task", title_fontsize=8)  # fmt: skip
+    # points sit on or above y = x, so the lower right corner is free for the legends
+    _legend(axes[0], _tasks_in(own), sizes, loc="lower right", extra=[
+        line, Line2D([], [], color="0.4", marker="o", ls="", label="evaluated on its own task"),
+        Line2D([], [], color="0.4", marker="o", ls="", mfc="none", label="evaluated on another task")])  # fmt: skip
+    axes[0].text(0.02, 0.98, "colour: training task", transform=axes[0].transAxes, va="top", fontsize=8, color="0.3")
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -314,7 +348,7 @@ def fig_imp_vs_impmin(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Measured Imp against its lower bound Imp_min(s, s'), own task and cross-objective."""
     return _cross_panels(df, "imp_min", "imp", "Imp_min(s, s') (nats)", "measured Imp (nats)",
                          "Impact against its lower bound (Imp ≥ Imp_min: every point on or above y = x)", path,
-                         log=True)  # fmt: skip
+                         fit=True)  # fmt: skip
 
 
 def fig_success_fprime(df: pd.DataFrame, root: Path, path: Path) -> Path:
@@ -354,10 +388,14 @@ def fig_self_evaluation(df: pd.DataFrame, root: Path, path: Path) -> Path:
         line = _identity(ax, min(lo - pad, 0), hi + pad)
         ax.set(xlabel=f"self-evaluated {name} (nats)", ylabel=f"measured {name} (nats)",
                title=f"{name}: measured against self-evaluated")  # fmt: skip
-    _legend(axes[0], _tasks_in(fin), sizes, loc="upper left",
-            extra=[Line2D([], [], color="0.55", marker="o", ls="", label="pretrained only"), line])  # fmt: skip
-    fig.suptitle("Self-evaluation: above y = x, a model underestimates itself")
-    return _save(fig, path)
+    handles = [Line2D([], [], color=_color(t), marker="o", ls="", label=task_label(t)) for t in _tasks_in(fin)]
+    handles += [Line2D([], [], color="0.55", marker="o", ls="", label="pretrained only")]
+    if len(sizes) > 1:
+        handles += [Line2D([], [], color="0.35", marker=_marker(s), ls="", label=s) for s in sizes]
+    fig.suptitle("Self-evaluation: above y = x a model underestimates itself, below it overestimates")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles=[*handles, line], loc="lower center", ncol=min(len(handles) + 1, 8), frameon=False)
+    return _save(fig, path, tight=False)
 
 
 def fig_appendix_c(df: pd.DataFrame, root: Path, path: Path) -> Path:
@@ -367,7 +405,7 @@ def fig_appendix_c(df: pd.DataFrame, root: Path, path: Path) -> Path:
     d = own.assign(ratio=own["imp"] / own["imp_min"], excess=own["imp"] - own["imp_min"])
     _scatter(a, d, "imp_min", "ratio", "train_task")
     a.axhline(1.0, ls="--", color="0.3", lw=1)
-    a.set(xscale="log", yscale="log", xlabel="Imp_min (nats)", ylabel="impact ratio Imp / Imp_min",
+    a.set(xlabel="Imp_min (nats)", ylabel="impact ratio Imp / Imp_min",
           title="Impact ratio against Imp_min (own task)")  # fmt: skip
     _scatter(b, d, "imp", "excess", "train_task")
     b.axhline(0.0, ls="--", color="0.3", lw=1)

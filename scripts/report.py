@@ -204,7 +204,8 @@ CAPTIONS = {
     "op_vs_success.png": "Measured Op against success with the post's Op_theory(s, p) curves; natural sequence as floor.",
     "implied_vs_measured_op.png": "Op implied by the success rate against measured Op: own task, then each evaluation task.",
     "objective_identification.png": "Which task each finetuned model's Op best explains (rows: the task it was trained on).",
-    "imp_vs_imp_min.png": "Measured Imp against its lower bound Imp_min (log axes): own task and cross-objective.",
+    "imp_vs_imp_min.png": "Measured Imp against its lower bound Imp_min: own task and cross-objective (dashed: "
+    "least-squares slope per training task).",
     "success_in_f_prime.png": "Success in the split-history future F' (s') and in F (s) against size.",
     "self_evaluation.png": "Measured against self-evaluated Op and Imp (the model's own world model in place of the rule).",
     "appendix_c_impact.png": "The post's appendix C: impact ratio Imp/Imp_min against Imp_min, excess impact against Imp.",

@@ -74,7 +74,8 @@ class Preset:
     :param seeds: training seeds per size.
     :param tasks: RL tasks; every finetuned model is also measured on all of them.
     :param n_histories: evaluation histories (the same for every model).
-    :param budget: the trainers' step budget, ``"quick"`` or ``"full"`` (see :func:`trainer_configs`).
+    :param budget: the trainers' step budget, ``"quick"`` or ``"full"`` (``PretrainConfig.preset``,
+        ``FinetuneConfig.preset``).
     """
 
     sizes: tuple[str, ...]
@@ -266,30 +267,31 @@ def _scaled(value: int, scale: float, low: int = 1) -> int:
     return max(low, round(value * scale))
 
 
-def pretrain_config(sweep: SweepConfig, size: str, seed: int) -> Any:
-    """The :class:`agents.pretrain.PretrainConfig` of one pretraining: the agents' recommended budget for the
-    size (:data:`agents.pretrain.DEFAULT_STEPS`), with every step count times ``sweep.steps_scale``."""
-    from agents.pretrain import PretrainConfig
-
-    base = PretrainConfig(size=size, seed=seed)
-    if sweep.steps_scale == 1.0:
-        return base
-    k = sweep.steps_scale
+def _scale_steps(cfg: Any, k: float) -> Any:
+    if k == 1.0:
+        return cfg
     return dataclasses.replace(
-        base, steps=_scaled(base.steps, k), warmup_steps=_scaled(base.warmup_steps, k, 0),
-        eval_every=_scaled(base.eval_every, k), checkpoint_every=_scaled(base.checkpoint_every, k, 0),
+        cfg, steps=_scaled(cfg.steps, k), warmup_steps=_scaled(cfg.warmup_steps, k, 0),
+        eval_every=_scaled(cfg.eval_every, k), checkpoint_every=_scaled(cfg.checkpoint_every, k, 0),
     )  # fmt: skip
 
 
+def pretrain_config(sweep: SweepConfig, size: str, seed: int) -> Any:
+    """The :class:`agents.pretrain.PretrainConfig` of one pretraining: the agents' recommended config for
+    the size and the preset's budget (:meth:`PretrainConfig.preset`), every step count times ``steps_scale``."""
+    from agents.pretrain import PretrainConfig
+
+    return _scale_steps(PretrainConfig.preset(size, seed=seed, budget=sweep.budget), sweep.steps_scale)
+
+
 def finetune_config(sweep: SweepConfig, size: str, seed: int, task: str) -> Any:
-    """The :class:`agents.finetune.FinetuneConfig` of one finetuning: the agents' recommended budget, with
-    every step count times ``sweep.steps_scale``."""
+    """The :class:`agents.finetune.FinetuneConfig` of one finetuning with the post's positive-only method:
+    the agents' recommended config for the size and budget (:meth:`FinetuneConfig.preset`), every step count
+    times ``steps_scale``."""
     from agents.finetune import FinetuneConfig
 
-    base = FinetuneConfig(task=task, seed=seed)
-    if sweep.steps_scale == 1.0:
-        return base
-    return dataclasses.replace(base, steps=_scaled(base.steps, sweep.steps_scale))
+    cfg = FinetuneConfig.preset(size, task=task, method="positive", seed=seed, budget=sweep.budget)
+    return _scale_steps(cfg, sweep.steps_scale)
 
 
 def _save_csv(df: pd.DataFrame, path: Path) -> None:
@@ -598,7 +600,7 @@ def run_sweep(
     :param sweep: what to run; must match ``out/sweep.json`` when resuming.
     :param workers: units in flight at once (``1`` runs them in this process).
     :param backend: ``"local"`` (process pool) or ``"ray"``.
-    :param progress: show a progress bar and a log line per finished unit.
+    :param progress: a log line per finished unit (and a progress bar on a terminal).
     :param ray_address: address of an existing Ray cluster (``--backend ray``); default a local instance.
     :return: a :class:`SweepSummary`; raises :class:`SweepError` if units failed (after running the rest).
     """
@@ -619,7 +621,14 @@ def run_sweep(
         todo = units_to_run(root, units)
         summary = SweepSummary(root, skipped=[u.name for u in units if u not in todo])
         sweep_d = sweep.to_dict()
-        say = tqdm.write if progress else (lambda s: None)
+        bar_on = progress and sys.stderr.isatty()  # piped output gets the log lines only
+
+        def say(text: str) -> None:
+            if bar_on:
+                tqdm.write(text, file=sys.stderr)
+            elif progress:
+                print(text, file=sys.stderr, flush=True)
+
         say(f"reproduce: {len(units)} units in {root}: {len(todo)} to run, {len(units) - len(todo)} finished already")
         if not todo:
             summary.wall_s = time.perf_counter() - t_start
@@ -635,7 +644,7 @@ def run_sweep(
                 be = _InlineBackend()
             else:
                 be = _PoolBackend(min(workers, len(work)))
-        bar = tqdm(total=len(todo), unit="unit", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="unit", disable=not bar_on, dynamic_ncols=True, file=sys.stderr)
         blocked: set[str] = set()
         waiting = {u.name: u for u in work}
         running: dict[Any, Unit] = {}
