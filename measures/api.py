@@ -17,7 +17,7 @@ from scipy import stats
 from measures import monte_carlo
 from measures.baselines import baseline_name, check_baseline, reference_probs
 from measures.policies import Policy, action_probabilities, check_temperature
-from measures.split import Draws, estimate, group_histories
+from measures.split import Draws, estimate
 from measures.theory import imp_min, op_theory
 from seqenv.sequence import CONTEXT, N_OUT, natural_histories, transition_probs, validate_histories
 from seqenv.tasks import GoodSpec, good_mask, task_name
@@ -252,8 +252,7 @@ def evaluate(
         h = resolve_histories(histories, n_hist, seed)
         pi = action_probabilities(policy, h, t)
         rho = reference_probs(baseline, h, t, token)
-        groups = group_histories(pi, [transition_probs(h)], rho)
-        draws = estimate(groups, masks, n_bootstrap, child_rng(seed, 1))
+        draws = estimate(pi, [transition_probs(h)], rho, masks, n_bootstrap, child_rng(seed, 1))
         figures = _figures_from(draws, p, world_index=0)
         n = len(h)
     else:

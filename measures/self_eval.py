@@ -28,7 +28,7 @@ from measures.policies import (
     module_outputs,
     probs_from_logits,
 )
-from measures.split import estimate, group_histories
+from measures.split import estimate
 from measures.theory import imp_min
 from seqenv.sequence import N_OUT, VOCAB, transition_probs
 from seqenv.tasks import GoodSpec, good_mask, task_name
@@ -159,7 +159,7 @@ def self_evaluate(
     true_world = transition_probs(h)
     predicted, odd_mass = model_world(model, h)
     mask = good_mask(task).astype(np.float64)[None]
-    d = estimate(group_histories(pi, [true_world, predicted], rho), mask, n_bootstrap, child_rng(seed, 1))
+    d = estimate(pi, [true_world, predicted], rho, mask, n_bootstrap, child_rng(seed, 1))
     figs = {
         "op": d.op[:, 0],
         "op_self": d.op[:, 1],

@@ -167,29 +167,38 @@ def _weighted_stats(
 
 
 def estimate(
-    g: Groups, masks: np.ndarray, n_bootstrap: int = 0, rng: np.random.Generator | None = None
+    pi: np.ndarray,
+    worlds: list[np.ndarray] | tuple[np.ndarray, ...],
+    rho: np.ndarray | None,
+    masks: np.ndarray,
+    n_bootstrap: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> Draws:
     """The exact measures on the sample (row 0) followed by ``n_bootstrap`` resamples of the histories.
 
-    :param g: grouped histories (:func:`group_histories`).
+    :param pi: ``(N, 8)`` action probabilities of the measured policy.
+    :param worlds: ``(N, 8, 8)`` world models ``[i, a, x]`` (the true ``T``, a model's prediction, ...).
+    :param rho: ``(N, 8)`` reference action probabilities, or ``None`` for the split history.
     :param masks: ``(K, 8)`` float/bool good masks, one per task.
     :param n_bootstrap: resamples of the N histories with replacement (0 for none).
     :param rng: generator for the resampling.
     """
     masks = np.asarray(masks, dtype=np.float64)
-    base = (g.counts / g.n)[None]
-    if n_bootstrap <= 0:
-        return _weighted_stats(base, g, masks)
-    if rng is None:
-        raise ValueError("a bootstrap needs rng=")
-    per_row = len(g.counts) * N_OUT * (1 if g.rho is not None else 2)
-    chunk = max(1, _CHUNK_ELEMENTS // per_row)
-    parts = [_weighted_stats(base, g, masks)]
-    split_dtype = np.float32 if len(g.counts) > _FLOAT32_GROUPS else np.float64
-    done = 0
-    while done < n_bootstrap:
-        k = min(chunk, n_bootstrap - done)
-        counts = rng.multinomial(g.n, g.counts / g.n, size=k)
-        parts.append(_weighted_stats(counts / g.n, g, masks, split_dtype))
-        done += k
+    n = len(pi)
+    # the estimate itself straight from the histories (no grouping needed, always float64)
+    ungrouped = Groups(counts=np.ones(n, dtype=np.int64), pi=pi, worlds=tuple(worlds), rho=rho, n=n)
+    parts = [_weighted_stats(np.full((1, n), 1.0 / n), ungrouped, masks)]
+    if n_bootstrap > 0:
+        if rng is None:
+            raise ValueError("a bootstrap needs rng=")
+        g = group_histories(pi, worlds, rho)
+        per_row = len(g.counts) * N_OUT * (1 if g.rho is not None else 2)
+        chunk = max(1, _CHUNK_ELEMENTS // per_row)
+        split_dtype = np.float32 if len(g.counts) > _FLOAT32_GROUPS else np.float64
+        done = 0
+        while done < n_bootstrap:
+            k = min(chunk, n_bootstrap - done)
+            counts = rng.multinomial(g.n, g.counts / g.n, size=k)
+            parts.append(_weighted_stats(counts / g.n, g, masks, split_dtype))
+            done += k
     return Draws(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in Draws.__dataclass_fields__})
