@@ -10,7 +10,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from seqenv.env import check_episode_length
+from seqenv.env import _history_option, check_episode_length
 from seqenv.sampler import HistorySampler
 from seqenv.sequence import (
     CONTEXT,
@@ -85,12 +85,36 @@ class SplitSeqVectorEnv(VectorEnv):
         self._noise_next = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Reset all environments, or those of ``options["reset_mask"]`` (a bool array ``(num_envs,)``), on fresh
+        natural histories, or on ``options["histories"]`` (``(num_envs, 20)``; with a mask, its masked rows)."""
         super().reset(seed=seed)
         if seed is not None or self._sampler is None:
             self._sampler = HistorySampler(self._history_batch, self.np_random)
             self._noise, self._noise_next = self._noise[:0], 0
-        self._obs, self._partial = self._sampler.take(self.num_envs)  # views the sampler never writes again
-        self._t[:] = 0
+        options = options or {}
+        mask = options.get("reset_mask")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,):
+                raise ValueError(
+                    f'options["reset_mask"] must be a bool array of shape ({self.num_envs},), '
+                    f"got dtype {mask.dtype} shape {mask.shape}"
+                )
+        histories = _history_option(options, "histories", (self.num_envs, CONTEXT))
+        if histories is None:
+            n = self.num_envs if mask is None else int(np.count_nonzero(mask))
+            histories, partial = self._sampler.take(n)
+        else:
+            partial = partial_logsum(histories)
+            if mask is not None:
+                histories, partial = histories[mask], partial[mask]
+        if mask is None:
+            self._obs, self._partial = histories, partial  # views nothing else writes
+            self._t[:] = 0
+        else:
+            self._obs, self._partial = self._obs.copy(), self._partial.copy()
+            self._obs[mask], self._partial[mask] = histories, partial
+            self._t[mask] = 0
         return self._obs.copy(), {}
 
     def _check_actions(self, actions: Any) -> np.ndarray:

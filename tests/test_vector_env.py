@@ -1,0 +1,238 @@
+"""The native vector env (SPEC §3): same per-env statistics as the single env, SAME_STEP autoreset, errors."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+from scipy import stats
+
+from seqenv import SplitSeqVectorEnv
+from seqenv.sequence import (
+    CONTEXT,
+    N_OUT,
+    P_MATCH,
+    deterministic_next,
+    natural_histories,
+    next_deterministic,
+    transition_probs,
+    validate_histories,
+)
+from seqenv.tasks import good_mask
+
+Z = 5.0  # tolerance of rate checks, in binomial standard errors
+P_ALPHA = 1e-6
+
+
+def within(rate: float, p: float, n: int) -> bool:
+    return abs(rate - p) <= Z * math.sqrt(p * (1 - p) / n)
+
+
+def make(num_envs: int, **kwargs) -> SplitSeqVectorEnv:
+    kwargs.setdefault("good", "ngood4")
+    good = kwargs.pop("good")
+    return gym.make_vec(f"SplitSeq-{good}-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+
+
+def play(envs, steps: int, seed: int, policy=None):
+    """``steps`` vector steps; returns stacked (obs, actions, next_token, reward, terminated, next_obs, info list)."""
+    rng = np.random.default_rng(seed)
+    obs, _ = envs.reset(seed=seed)
+    out = []
+    for _ in range(steps):
+        a = rng.integers(0, N_OUT, size=envs.num_envs) if policy is None else policy(obs)
+        nxt, reward, terminated, truncated, info = envs.step(a)
+        assert not truncated.any()
+        out.append((obs, a, info["next_token"], reward, terminated, nxt, info))
+        obs = nxt
+    return out
+
+
+def fixed_policy(obs: np.ndarray) -> np.ndarray:
+    """A deterministic function of the history (not the oracle): write 8 + (last token + 3) mod 8."""
+    return (np.asarray(obs)[..., -1] + 3) % N_OUT
+
+
+def test_make_vec_serves_the_native_env_with_same_step_autoreset():
+    envs = make(8)
+    assert isinstance(envs, SplitSeqVectorEnv)
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert envs.single_observation_space == gym.spaces.MultiDiscrete(np.full(CONTEXT, 16, dtype=np.int64))
+    assert envs.single_action_space == gym.spaces.Discrete(N_OUT)
+    obs, info = envs.reset(seed=0)
+    assert obs.shape == (8, CONTEXT) and obs.dtype == np.int64 and obs in envs.observation_space and info == {}
+
+
+def test_every_step_is_a_decision_with_the_final_observation_in_info():
+    envs = make(512, good="ngood2")
+    for obs, a, x, reward, terminated, nxt, info in play(envs, 40, seed=1):
+        assert terminated.all()  # one-step episodes: every env ends and is reset within the same step
+        validate_histories(nxt)
+        final = info["final_obs"]
+        assert info["_final_obs"].all() and info["_final_info"].all()
+        np.testing.assert_array_equal(final[:, :-2], obs[:, 2:])
+        np.testing.assert_array_equal(final[:, -2], N_OUT + a)
+        np.testing.assert_array_equal(final[:, -1], x)
+        np.testing.assert_array_equal(info["final_info"]["next_token"], x)
+        np.testing.assert_array_equal(reward, good_mask("ngood2")[x].astype(np.float64))
+        np.testing.assert_array_equal(info["success"], reward == 1.0)
+        assert x.dtype == np.int64 and reward.dtype == np.float64
+
+
+def test_world_tokens_and_reset_observations_follow_the_rule_at_p_match():
+    rows = play(make(1024), 100, seed=2)
+    obs = np.concatenate([r[0] for r in rows])
+    a = np.concatenate([r[1] for r in rows])
+    x = np.concatenate([r[2] for r in rows])
+    match = x == next_deterministic(obs, a)
+    assert within(match.mean(), P_MATCH, match.size), match.mean()
+    windows = np.lib.stride_tricks.sliding_window_view(obs, 16, axis=1)[:, :4]
+    in_history = deterministic_next(windows) == obs[:, 16:] % N_OUT
+    assert within(in_history.mean(), P_MATCH, in_history.size), in_history.mean()
+
+
+def test_outcomes_from_fixed_histories_follow_transition_probs():
+    n = 16_384
+    envs = make(n)
+    envs.reset(seed=3)
+    for h, a in zip(natural_histories(3, seed=4), (2, 7, 4)):
+        counts = np.zeros(N_OUT, dtype=np.int64)
+        for _ in range(2):
+            envs.reset(options={"histories": np.repeat(h[None], n, axis=0)})
+            counts += np.bincount(envs.step(np.full(n, a))[4]["next_token"], minlength=N_OUT)
+        assert stats.chisquare(counts, transition_probs(h, np.int64(a)) * 2 * n).pvalue > P_ALPHA, counts
+
+
+def test_per_env_statistics_match_the_single_env():
+    """Success rate of a fixed policy and next-token frequencies: native vector env vs the single env."""
+    rows = play(make(1000, good="ngood6"), 40, seed=5, policy=fixed_policy)
+    vec_x = np.concatenate([r[2] for r in rows])
+    single = gym.make("SplitSeq-ngood6-v0")
+    obs, _ = single.reset(seed=6)
+    one_x = []
+    for _ in range(40_000):
+        _, _, _, _, info = single.step(int(fixed_policy(obs)))
+        one_x.append(info["next_token"])
+        obs, _ = single.reset()
+    one_x = np.array(one_x)
+    mask = good_mask("ngood6")
+    s1, s2 = mask[vec_x].mean(), mask[one_x].mean()
+    pooled = (s1 * len(vec_x) + s2 * len(one_x)) / (len(vec_x) + len(one_x))
+    assert abs(s1 - s2) <= Z * math.sqrt(pooled * (1 - pooled) * (1 / len(vec_x) + 1 / len(one_x))), (s1, s2)
+    table = np.stack([np.bincount(vec_x, minlength=N_OUT), np.bincount(one_x, minlength=N_OUT)])
+    assert stats.chi2_contingency(table).pvalue > P_ALPHA
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_longer_episodes_autoreset_each_env_on_its_own_clock(k):
+    envs = make(300, episode_length=k)
+    rng = np.random.default_rng(7)
+    obs, _ = envs.reset(seed=8)
+    # desynchronise: restart a third of the envs after the first step
+    nxt, *_ = envs.step(rng.integers(0, N_OUT, 300))
+    mask = np.arange(300) % 3 == 0
+    obs, _ = envs.reset(options={"reset_mask": mask})
+    np.testing.assert_array_equal(obs[~mask], nxt[~mask])
+    t = np.where(mask, 0, 1) % k
+    matches = []
+    for _ in range(6 * k):
+        a = rng.integers(0, N_OUT, 300)
+        nxt, _, terminated, _, info = envs.step(a)
+        t += 1
+        np.testing.assert_array_equal(terminated, t == k)
+        shifted = np.concatenate([obs[:, 2:], (N_OUT + a)[:, None], info["next_token"][:, None]], axis=1)
+        np.testing.assert_array_equal(nxt[~terminated], shifted[~terminated])  # the agent's tokens are kept
+        if terminated.any():
+            np.testing.assert_array_equal(info["_final_obs"], terminated)
+            np.testing.assert_array_equal(info["final_obs"][terminated], shifted[terminated])
+        else:
+            assert "final_obs" not in info
+        matches.append(info["next_token"] == next_deterministic(obs, a))
+        t[terminated] = 0
+        obs = nxt
+    match = np.concatenate(matches)
+    assert within(match.mean(), P_MATCH, match.size)
+
+
+def test_same_seed_same_trajectories_different_seeds_different():
+    def run(seed):
+        return play(make(64, episode_length=2), 30, seed=seed)
+
+    a, b, c = run(9), run(9), run(10)
+    for ra, rb in zip(a, b):
+        for xa, xb in zip(ra[:6], rb[:6]):
+            np.testing.assert_array_equal(xa, xb)
+    assert any((ra[0] != rc[0]).any() for ra, rc in zip(a, c))
+
+
+@pytest.mark.parametrize(
+    ("actions", "error", "match"),
+    [
+        (np.array([0, 1, 8, 2]), ValueError, "action 8 of env 2 is out of range: expected ints in 0..7"),
+        (np.array([-1, 1, 3, 2]), ValueError, "action -1 of env 0 is out of range"),
+        (np.array([0, 1, 2], dtype=np.int64), ValueError, r"shape \(4,\), one per env, got shape \(3,\)"),
+        (np.zeros((4, 1), dtype=np.int64), ValueError, r"got shape \(4, 1\)"),
+        (np.array([0.0, 1.0, 2.0, 3.0]), TypeError, "dtype float64"),
+        (np.array([0, 1, 300, 2], dtype=np.int32), ValueError, "action 300 of env 2"),
+    ],
+)
+def test_bad_actions_raise_naming_the_value(actions, error, match):
+    envs = make(4)
+    envs.reset(seed=0)
+    with pytest.raises(error, match=match):
+        envs.step(actions)
+
+
+def test_actions_of_any_integer_type_are_accepted():
+    for actions in ([3, 3, 3, 3], np.full(4, 3, dtype=np.uint8), np.full(4, 3, dtype=np.int32)):
+        envs = make(4)
+        envs.reset(seed=0)
+        np.testing.assert_array_equal(envs.step(actions)[4]["final_obs"][:, -2], 11)
+
+
+def test_step_before_reset_needs_a_reset():
+    with pytest.raises(gym.error.ResetNeeded):
+        make(2).step(np.zeros(2, dtype=np.int64))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_envs": 0}, ValueError, "num_envs must be a positive int, got 0"),
+        ({"good": (0, 0)}, ValueError, r"repeats \[0\]"),
+        ({"good": (8,)}, ValueError, "good set holds 8"),
+        ({"good": tuple(range(8))}, ValueError, "is all of 0..7"),
+        ({"good": ()}, ValueError, "good set is empty"),
+        ({"episode_length": 0}, ValueError, "episode_length must be a positive int, got 0"),
+        ({"history_batch": 0}, ValueError, "history_batch must be a positive int, got 0"),
+        ({"render_mode": "ansi"}, ValueError, "does not render"),
+        ({"colour": 1}, TypeError, r"unexpected arguments \['colour'\]"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_value(kwargs, error, match):
+    kwargs = {"num_envs": 2, "good": "ngood4", **kwargs}
+    with pytest.raises(error, match=match):
+        SplitSeqVectorEnv(**kwargs)
+
+
+def test_bad_reset_options_raise():
+    envs = make(3)
+    with pytest.raises(ValueError, match=r'options\["reset_mask"\] must be a bool array of shape \(3,\)'):
+        envs.reset(seed=0, options={"reset_mask": np.array([1, 0, 1])})
+    with pytest.raises(ValueError, match=r'options\["histories"\]\[1\] column 19 holds token 8'):
+        h = natural_histories(3, seed=0)
+        h[1, 19] = 8
+        envs.reset(options={"histories": h})
+    with pytest.raises(ValueError, match=r"must have shape \(3, 20\), got \(2, 20\)"):
+        envs.reset(options={"histories": natural_histories(2, seed=0)})
+
+
+def test_sync_vector_env_of_the_single_env_works_too():
+    envs = gym.make_vec("SplitSeq-ngood4-v0", num_envs=4, vectorization_mode="sync")
+    obs, _ = envs.reset(seed=0)
+    validate_histories(obs)
+    _, reward, terminated, _, _ = envs.step(np.arange(4))
+    assert terminated.all() and reward.shape == (4,)
