@@ -14,7 +14,8 @@ computation, so :class:`SB3VecEnv` only translates conventions:
   ``Monitor``/``VecMonitor`` write it (so ``rollout/ep_rew_mean`` is logged), kept in numpy here because
   ``VecMonitor``'s per-env Python loop costs twice as much as everything else in a step;
 * ``seed(s)`` keeps SB3's semantics (stored, used at the next ``reset()``, returns one seed per env);
-  the batch draws all its randomness from one generator, seeded with the first of those seeds.
+  the batch draws all its randomness from one generator, seeded with the first of those seeds;
+  ``set_options(dict)`` passes that dict to the batched env's next ``reset`` (one dict for the batch).
 
 ``make_sb3_vec_env("ngood4", n_envs)`` builds the SplitSeq one.
 """
@@ -64,15 +65,25 @@ class SB3VecEnv(VecEnv):
 
     # --- stepping ----------------------------------------------------------------------------------------
     def reset(self) -> VecEnvObs:
-        seed = self._seeds[0]
-        options = self._options[0] or None
-        obs, info = self.venv.reset(seed=seed, options=options)
+        obs, info = self.venv.reset(seed=self._seeds[0], options=self._batch_options())
         self.reset_infos = self._split_info(info)
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
         self._reset_seeds()
         self._reset_options()
         return obs
+
+    def _batch_options(self) -> dict[str, Any] | None:
+        """The one options dict of the batch: ``set_options(dict)`` gives every env the same (shared) dict."""
+        given = [o for o in self._options if o]
+        if not given:
+            return None
+        if len(given) == self.num_envs and all(o is given[0] for o in given):
+            return given[0]
+        raise ValueError(
+            "SB3VecEnv resets all envs with one options dict (e.g. {'reset_mask': ...} or {'histories': ...} for the "
+            "batch); pass it as set_options(dict), not a list of per-env dicts"
+        )
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)

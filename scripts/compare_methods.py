@@ -182,7 +182,7 @@ def summary_table(df: pd.DataFrame, args: argparse.Namespace) -> str:
             return "never"
         if len(values) == 1:
             return format(values.iloc[0], fmt)
-        return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}"
+        return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt.lstrip('+'))}"
 
     n_seeds = len(args.seeds)
     head = (f"| method ({args.size}, {args.task}, {args.samples:,} samples, {n_seeds} seeds: mean ± sd) | success | "

@@ -75,6 +75,19 @@ def test_seed_is_used_once_at_the_next_reset():
     np.testing.assert_array_equal(env.reset(), first)
 
 
+def test_options_go_to_the_batched_reset_once():
+    n = 4
+    env = make_sb3_vec_env("ngood4", n, seed=0)
+    env.reset()
+    histories = seqenv.natural_histories(n, seed=7)
+    env.set_options({"histories": histories})  # SB3 hands the same dict to every env
+    np.testing.assert_array_equal(env.reset(), histories)
+    assert not np.array_equal(env.reset(), histories)  # used once, like seeds
+    env.set_options([{"histories": histories}, {}, {}, {}])
+    with pytest.raises(ValueError, match="one options dict"):
+        env.reset()
+
+
 def test_longer_episodes_end_together_with_their_returns():
     n, k = 16, 3
     env = make_sb3_vec_env("ngood4", n, seed=0, episode_length=k)
