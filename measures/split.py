@@ -32,6 +32,9 @@ _CHUNK_ELEMENTS = 1 << 20  # bound on (resamples x groups x 8) floats held at on
 # evaluate the (groups x resamples x 8) split futures in float32: 2.5x faster, errors ~1e-6 nats, far
 # below the width of any interval. The estimate itself (row 0) is always float64.
 _FLOAT32_GROUPS = 256
+# The estimate itself (one weighting of N histories) uses single-threaded einsum for its products with N
+# rows: OpenBLAS would thread them, and waking its threads costs more than the product (and stalls on a
+# busy machine). Bootstrap batches (many weightings at once) are real matrix products and use BLAS.
 
 
 @dataclass(frozen=True)
@@ -122,21 +125,39 @@ class Draws:
     s_prime: np.ndarray  # (B, W, K)
 
 
+def _matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a tall ``a`` ``(G, 8)``: single-threaded einsum for one weighting, BLAS for a batch."""
+    if b.shape[1] <= N_OUT:
+        return np.einsum("ga,ak->gk", a, b)
+    return a @ b
+
+
+def _weighted_sum(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``weights @ x`` for ``weights (B, G)`` and ``x (G, K)``."""
+    if len(weights) == 1:
+        return np.einsum("g,gk->k", weights[0], x)[None]
+    return weights @ x
+
+
 def _weighted_stats(
     weights: np.ndarray, g: Groups, masks: np.ndarray, split_dtype: type = np.float64
 ) -> Draws:
     """Measures for each row of ``weights`` ``(B, G)`` (rows sum to 1) in every world of ``g``."""
-    b = len(weights)
+    b, n_groups = weights.shape
     out: dict[str, list[np.ndarray]] = {k: [] for k in Draws.__dataclass_fields__}
     for world in g.worlds:
         f = np.einsum("ga,gax->gx", g.pi, world)  # each group's own future
-        future = weights @ f  # (B, 8)
+        future = _weighted_sum(weights, f)  # (B, 8)
         h_future = entr(future).sum(axis=1)
         if g.rho is None:
-            m = (weights @ world.reshape(len(world), -1)).reshape(b, N_OUT, N_OUT)  # M(x|a) per resample
-            # F'_j of every group under every resample in one GEMM: (G, 8) @ (8, B*8) -> (G, B, 8)
+            m = _weighted_sum(weights, world.reshape(n_groups, -1)).reshape(
+                b, N_OUT, N_OUT
+            )  # M(x|a) per resample
+            # F'_j of every group under every resample in one product: (G, 8) @ (8, B*8) -> (G, B, 8)
             pi_s, m_s, w_s = (x.astype(split_dtype, copy=False) for x in (g.pi, m, weights))
-            f_split = (pi_s @ m_s.transpose(1, 0, 2).reshape(N_OUT, b * N_OUT)).reshape(len(g.pi), b, N_OUT)
+            f_split = _matmul_rows(pi_s, m_s.transpose(1, 0, 2).reshape(N_OUT, b * N_OUT)).reshape(
+                n_groups, b, N_OUT
+            )
             with np.errstate(divide="ignore", invalid="ignore"):
                 log_split = np.log(f_split)
             zero = f_split <= 0
@@ -144,15 +165,15 @@ def _weighted_stats(
             if has_zero:  # 0 ln 0 = 0 in the entropy; a zero of F'_j where F > 0 makes the KL infinite
                 log_split[zero] = 0.0
             h_base = -np.einsum("bg,gb->b", w_s, (f_split * log_split).sum(axis=2)).astype(np.float64)
-            mean_log = np.matmul(w_s[:, None, :], log_split.transpose(1, 0, 2))[:, 0].astype(np.float64)
+            mean_log = np.einsum("bg,gbx->bx", w_s, log_split).astype(np.float64)
             if has_zero:
                 mean_log[np.einsum("bg,gbx->bx", weights, zero.astype(np.float64)) > 0] = -np.inf
-            base_future = np.einsum("ba,bax->bx", weights @ g.pi, m)
+            base_future = np.einsum("ba,bax->bx", _weighted_sum(weights, g.pi), m)
             with np.errstate(invalid="ignore"):
                 cross = np.where(future > 0, future * mean_log, 0.0).sum(axis=1)
             imp = -h_future - cross
         else:
-            base_future = weights @ np.einsum("ga,gax->gx", g.rho, world)
+            base_future = _weighted_sum(weights, np.einsum("ga,gax->gx", g.rho, world))
             h_base = entr(base_future).sum(axis=1)
             imp = rel_entr(future, base_future).sum(axis=1)
         out["op"].append(h_base - h_future)
