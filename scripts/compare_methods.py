@@ -14,8 +14,8 @@ Every method sees ``--samples`` environment samples (finetuning: ``samples / 512
 ``samples / 2048`` rollouts of 8 x 256). Learning curves: the exact greedy success on the finetuning's
 held-out histories, at ``--points`` evenly spaced sample counts. Final figures: :func:`measures.measure`
 (exact split-history Op/Imp, greedy, 1000-fold bootstrap) of each final policy on one common set of held-out
-natural histories, with the oracle (the action maximising the exact success probability) and the
-pretrained model for reference. Wall time is the training loop's, evaluations included (~10 exact
+natural histories, with the oracle (:class:`agents.reference.OraclePolicy`: the action maximising the exact
+success probability, ties broken at random per history) and the pretrained model for reference. Wall time is the training loop's, evaluations included (~10 exact
 evaluations per run for every method), pretraining excluded (reported separately).
 
 Outputs in ``--out``: ``runs/<method>_s<seed>.json`` (cached: rerunning skips finished runs),
@@ -35,17 +35,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
 import agents
 from agents.finetune import FinetuneConfig, SuccessEvaluator, finetune
 from agents.pretrain import PretrainConfig, history_path, pretrain
+from agents.reference import OraclePolicy
 from agents.sb3 import PPO_DEFAULTS, train_ppo
 from measures import measure
-from seqenv.sequence import natural_histories, transition_probs
-from seqenv.tasks import good_mask
+from seqenv.sequence import natural_histories
 
 METHODS = ("positive", "reinforce", "ppo", "ppo_mlp")
 LABELS = {
@@ -54,20 +53,10 @@ LABELS = {
     "ppo": "(c) PPO, pretrained TransformerPolicy",
     "ppo_mlp": "(d) PPO, MlpPolicy from scratch",
     "pretrained": "pretrained model, untuned",
-    "oracle": "oracle (exact best action)",
+    "oracle": "oracle (exact best action, random tie-break)",
 }
 FT_BATCH = 512
 PPO_ROLLOUT = PPO_DEFAULTS["n_steps"] * 256
-
-
-def oracle_policy(task: str):
-    """The action maximising the exact success probability (ties to the lowest action), as a callable."""
-    good = good_mask(task).astype(np.float64)
-
-    def oracle(histories: np.ndarray) -> np.ndarray:
-        return np.argmax(transition_probs(histories) @ good, axis=1)
-
-    return oracle
 
 
 def run_method(method: str, seed: int, pre: Path, args: argparse.Namespace, judge: SuccessEvaluator) -> dict:
@@ -131,8 +120,7 @@ def main() -> None:
                      "excess_op": r.excess_op, "excess_op_lo": r.ci["excess_op"][0], "excess_op_hi": r.ci["excess_op"][1],
                      "imp": r.imp, "imp_min": r.imp_min, **extra})
 
-    oracle = oracle_policy(args.task)
-    measured(oracle, "oracle", -1, {})
+    measured(OraclePolicy(args.task), "oracle", -1, {})
     for seed in args.seeds:
         pre = args.out / "models" / f"pretrained_{args.size}_s{seed}.pt"
         t0 = time.perf_counter()
@@ -186,7 +174,7 @@ def summary_table(df: pd.DataFrame, args: argparse.Namespace) -> str:
 
     n_seeds = len(args.seeds)
     head = (f"| method ({args.size}, {args.task}, {args.samples:,} samples, {n_seeds} seeds: mean ± sd) | success | "
-            "Op | Op_theory | Op − Op_theory | Imp | Imp_min | samples to half the oracle gap | wall time (s) |\n"
+            "Op | Op_theory | Op − Op_theory | Imp | Imp_min | samples / seconds to half the oracle gap | wall time (s) |\n"
             "|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for method in ("oracle", "pretrained", *[m for m in METHODS if m in set(df.method)]):
@@ -197,6 +185,8 @@ def summary_table(df: pd.DataFrame, args: argparse.Namespace) -> str:
         else:
             reached = reach.notna().sum()
             reach_cell = cell(reach, ",.0f") + ("" if reached == len(d) else f" ({reached}/{len(d)} seeds)")
+            if reached:
+                reach_cell += f" / {cell(d['seconds_to_half_gap'], '.1f')} s"
         wall = cell(d["wall_time_s"], ".0f") if method != "oracle" else "—"
         if method == "pretrained":
             wall += " (pretraining)"
