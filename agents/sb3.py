@@ -64,6 +64,7 @@ from seqenv.tasks import TASKS, good_mask
 
 __all__ = [
     "PPO_DEFAULTS",
+    "ExactSuccessCallback",
     "SB3Policy",
     "SB3VecEnv",
     "TransformerExtractor",
