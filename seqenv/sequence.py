@@ -135,6 +135,10 @@ for _p in (0, 1):
         (_lt + _NOISELESS_LOG[_p][_lt] - _NOISELESS_LOG[_p][_lo].astype(np.int64)) % 16
     ]
     _STEP.append(_table)
+# The same step for two streams at once: a uint16 holds two adjacent index bytes (in native byte order),
+# and one look-up in a 64K table yields both streams' next bytes (half the gathers of the byte table).
+_PAIRS = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+_STEP2 = [np.ascontiguousarray(_STEP[p][_PAIRS]).view(np.uint16).ravel() for p in (0, 1)]
 
 
 class SequenceStreams:
@@ -205,21 +209,25 @@ class SequenceStreams:
         hit_log = TOKEN_LOG[hit_token]
         hit_delta = np.empty_like(hit_log)
         bounds = np.searchsorted(hit_step, np.arange(k + 1)).tolist()
-        # B[r] holds b of position (self.position + r - 16). Rows are padded so that they are not a power of
-        # two apart (cache-set aliasing slows row-wise operations 3x).
-        B = np.empty((ORDER + k + 1, _padded(n)), dtype=np.uint8)[:, :n]
+        # B[r] holds b of position (self.position + r - 16), for an even number m of columns (a spare one
+        # when n is odd) so that rows can be stepped two streams per uint16. Rows are padded so that they are
+        # not a power of two apart (cache-set aliasing slows row-wise operations 3x).
+        m = n + (n & 1)
+        Bm = np.zeros((ORDER + k + 1, _padded(m)), dtype=np.uint8)[:, :m]
+        B = Bm[:, :n]
         B[:ORDER] = self._lags
         B[ORDER] = self._current
-        index = np.empty(n, dtype=np.uint8)
+        index = np.empty(m, dtype=np.uint8)
+        index2 = index.view(np.uint16)
         leaving = self._leaving + [(hit_stream[bounds[j] : bounds[j + 1]], hit_delta[bounds[j] : bounds[j + 1]])
                                    for j in range(k)]
         for j in range(k):
             p = (self.position + j) & 1
             repack = _REPACK[1 - p]
-            np.multiply(B[ORDER + j], 16, out=index)
-            index += B[j]
+            np.multiply(Bm[ORDER + j], 16, out=index)
+            index += Bm[j]
+            _STEP2[p].take(index2, out=Bm[ORDER + j + 1].view(np.uint16))  # as if s_t, s_{t-16} were noiseless
             row = B[ORDER + j + 1]
-            _STEP[p].take(index, out=row)  # L_{t+1} if s_t and s_{t-16} were the rule's tokens
             # A noise token s_t with log factor G adds delta = G - (noiseless log factor) to L from step t + 1
             # on and takes it off again when it leaves the window at step t + 17. Re-packing depends on L
             # mod 16 only, so the corrections compose in any order.

@@ -76,6 +76,7 @@ class SplitSeqVectorEnv(VectorEnv):
         self.single_action_space = spaces.Discrete(N_OUT)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._action_shape = (self.num_envs,)
         self._sampler: HistorySampler | None = None
         self._obs = np.zeros((self.num_envs, CONTEXT), dtype=np.int64)
         self._partial = np.zeros(self.num_envs, dtype=np.uint8)
@@ -118,14 +119,14 @@ class SplitSeqVectorEnv(VectorEnv):
         return self._obs.copy(), {}
 
     def _check_actions(self, actions: Any) -> np.ndarray:
-        a = actions if isinstance(actions, np.ndarray) else np.asarray(actions)
+        a = actions if type(actions) is np.ndarray else np.asarray(actions)
         if a.dtype.kind not in "iu":
             raise TypeError(f"actions must be integers in 0..{N_OUT - 1}, got {actions!r} of dtype {a.dtype}")
-        if a.shape != (self.num_envs,):
+        if a.shape != self._action_shape:
             raise ValueError(f"actions must have shape ({self.num_envs},), one per env, got shape {a.shape}")
-        out_of_range = (a.view(np.uint64) if a.dtype == np.int64 else a.astype(np.int64).view(np.uint64)) >= N_OUT
-        if out_of_range.any():
-            i = int(np.argmax(out_of_range))
+        # as unsigned 64-bit, negative actions are huge: one reduction checks both bounds
+        if (a if a.dtype.char == "l" else a.astype(np.int64)).view(np.uint64).max() >= N_OUT:
+            i = int(np.flatnonzero((a < 0) | (a >= N_OUT))[0])
             raise ValueError(
                 f"action {a[i]} of env {i} is out of range: expected ints in 0..{N_OUT - 1} (token 8 + action)"
             )
