@@ -1,0 +1,124 @@
+"""Checkpoints: exact round trips, atomic writes, and clear errors for missing, corrupt or mismatched files."""
+
+import numpy as np
+import pytest
+import torch
+
+import agents
+from agents.checkpoint import FORMAT, CheckpointError, atomic_write, load_checkpoint, load_model, save_checkpoint
+from agents.policy import AgentPolicy
+from agents.transformer import SplitSeqTransformer
+from seqenv.sequence import natural_histories
+
+torch.set_num_threads(1)
+H = natural_histories(512, seed=3)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = SplitSeqTransformer("tiny")
+    with torch.no_grad():  # move away from the init so a lost weight would show
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return m.eval()
+
+
+def test_round_trip_gives_identical_weights_and_outputs(model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", model, "pretrained", {"size": "tiny", "seed": 0})
+    loaded, ckpt = load_model(path)
+    assert ckpt["format"] == FORMAT and ckpt["kind"] == "pretrained" and ckpt["meta"]["size"] == "tiny"
+    assert not loaded.training
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    x = torch.from_numpy(H)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_agents_load_returns_a_policy_with_the_models_exact_behaviour(model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", model, "finetuned", {"size": "tiny", "seed": 1, "task": "ngood4"})
+    policy = agents.load(path)
+    assert isinstance(policy, AgentPolicy)
+    assert policy.meta["task"] == "ngood4" and policy.meta["kind"] == "finetuned"
+    with torch.no_grad():
+        logits = model(torch.from_numpy(H)).double()
+    greedy = policy.action_probs(H)
+    assert np.array_equal(greedy.argmax(axis=1), logits[:, 8:].argmax(dim=1).numpy())
+    assert np.array_equal(greedy.sum(axis=1), np.ones(len(H)))
+    assert np.allclose(policy.action_probs(H, 1.0), torch.softmax(logits[:, 8:], -1).numpy(), atol=1e-6)
+    assert np.allclose(policy.next_token_probs(H), torch.softmax(logits, -1).numpy(), atol=1e-6)
+    actions, state = policy.predict(H)
+    assert state is None and np.array_equal(actions, greedy.argmax(axis=1))
+    single, _ = policy.predict(H[0])
+    assert single == actions[0]
+
+
+def test_policy_rejects_bad_histories(model):
+    policy = AgentPolicy(model)
+    with pytest.raises(ValueError, match=r"shape \(N, 20\)"):
+        policy.action_probs(H[:, :10])
+    with pytest.raises(TypeError, match="integer"):
+        policy.action_probs(H.astype(float))
+    with pytest.raises(ValueError, match="outside 0..15"):
+        policy.action_probs(np.full((2, 20), 16))
+    with pytest.raises(ValueError, match="temperature"):
+        policy.action_probs(H, temperature=-0.5)
+
+
+def test_missing_and_directory_paths(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        agents.load(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_checkpoint(tmp_path)
+
+
+def test_corrupt_files_raise_checkpoint_errors(model, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a torch file at all" * 10)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        agents.load(garbage)
+    good = save_checkpoint(tmp_path / "good.pt", model, "pretrained")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        agents.load(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": model.state_dict()}, foreign)
+    with pytest.raises(CheckpointError, match="not a SplitSeq checkpoint"):
+        agents.load(foreign)
+    torch.save([1, 2, 3], foreign)
+    with pytest.raises(CheckpointError, match="not a SplitSeq checkpoint"):
+        agents.load(foreign)
+
+
+def test_mismatched_checkpoints_raise_checkpoint_errors(model, tmp_path):
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model, "pretrained"))
+    bad = tmp_path / "bad.pt"
+    torch.save({**ckpt, "config": SplitSeqTransformer("small").cfg.to_dict()}, bad)  # tiny weights, small config
+    with pytest.raises(CheckpointError, match="weights do not match its config"):
+        agents.load(bad)
+    torch.save({**ckpt, "config": {**ckpt["config"], "n_head": 5}}, bad)
+    with pytest.raises(CheckpointError, match="invalid model config"):
+        agents.load(bad)
+    torch.save({**ckpt, "config": {**ckpt["config"], "n_heads": 2}}, bad)
+    with pytest.raises(CheckpointError, match="invalid model config"):
+        agents.load(bad)
+    partial = {k: v for k, v in ckpt.items() if k != "model"}
+    torch.save(partial, bad)
+    with pytest.raises(CheckpointError, match="lacks 'model'"):
+        agents.load(bad)
+
+
+def test_atomic_write_never_leaves_half_a_file(model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", model, "pretrained", {"version": 1})
+
+    def crash(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, crash)
+    assert load_checkpoint(path)["meta"] == {"version": 1}  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no temporary left behind
