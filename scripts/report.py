@@ -21,12 +21,17 @@ from scipy import stats
 IMP_TOL = 1e-9
 
 
+TEXT_COLUMNS = ("model", "kind", "size", "train_task", "eval_task", "identified_task", "checkpoint")
+
+
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results CSV exactly (floats round-trip bit for bit; empty text stays empty text)."""
-    df = pd.read_csv(path, float_precision="round_trip", keep_default_na=False, na_values=["", "nan", "NaN"])
-    for col in ("model", "kind", "size", "train_task", "eval_task", "identified_task", "checkpoint"):
+    """Read a results CSV exactly (floats round-trip bit for bit: pandas >= 3 by default, older pandas with
+    its round-trip parser); text columns stay text, empty where a value does not apply."""
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    df = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str), **exact)
+    for col in TEXT_COLUMNS:
         if col in df:
-            df[col] = df[col].fillna("").astype(str)
+            df[col] = df[col].fillna("")
     return df
 
 

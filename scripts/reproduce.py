@@ -268,12 +268,17 @@ def _scaled(value: int, scale: float, low: int = 1) -> int:
 
 
 def _scale_steps(cfg: Any, k: float) -> Any:
+    """``cfg`` with every step count times ``k``; below ``k = 1`` the trainers' held-out evaluations are also
+    thinned (at most about 10 per run, on at least 1024 examples) so a smoke test is not all evaluation."""
     if k == 1.0:
         return cfg
-    return dataclasses.replace(
-        cfg, steps=_scaled(cfg.steps, k), warmup_steps=_scaled(cfg.warmup_steps, k, 0),
-        eval_every=_scaled(cfg.eval_every, k), checkpoint_every=_scaled(cfg.checkpoint_every, k, 0),
-    )  # fmt: skip
+    steps = _scaled(cfg.steps, k)
+    changes = {"steps": steps, "warmup_steps": _scaled(cfg.warmup_steps, k, 0),
+               "eval_every": max(_scaled(cfg.eval_every, k), math.ceil(steps / 10)),
+               "checkpoint_every": _scaled(cfg.checkpoint_every, k, 0)}  # fmt: skip
+    if k < 1.0:
+        changes["eval_samples"] = max(1024, 2 * round(cfg.eval_samples * k / 2))
+    return dataclasses.replace(cfg, **changes)
 
 
 def pretrain_config(sweep: SweepConfig, size: str, seed: int) -> Any:

@@ -87,7 +87,8 @@ def test_result_values_are_in_range(results):
     for col in ("success", "baseline_success", "p"):
         assert results[col].between(0, 1).all(), col
     assert np.isfinite(results[["op", "op_theory", "imp", "imp_min"]].to_numpy(float)).all()
-    assert (results["imp_min"] >= 0).all() and (results["op_theory"] >= 0).all()
+    # KLs: non-negative up to float rounding (Imp_min of a policy with s = s' can come out as -6e-17)
+    assert (results["imp_min"] >= -1e-12).all() and (results["op_theory"] >= -1e-12).all()
     # Imp >= Imp_min is a theorem (post, appendix B): only float rounding may break it
     assert (results["imp"] >= results["imp_min"] - 1e-9).all()
     # Op is at most the entropy of 8 outcomes, and the intervals bracket the estimates
@@ -163,7 +164,7 @@ def test_report_embeds_every_figure_and_the_headline_numbers(sweep_dir, results)
     assert ident["n"] == 3 and ident["confusion"].to_numpy().sum() == 3
     assert f"({ident['correct']}/{ident['n']}; chance 33%)" in text
     bound = report.headline_imp_bound(results)
-    assert bound["models_ok"] == bound["models"] == 8
+    assert bound["models_ok"] == bound["models"] == 9  # 5 reference policies, 1 pretrained, 3 finetuned
     assert f"**{bound['models_ok']}/{bound['models']} models**" in text
     floor = report.headline_natural_floor(results)
     nat = results[results["model"] == "natural"]["op"].iloc[0]
@@ -199,7 +200,7 @@ def test_a_newer_input_makes_its_dependants_stale(sweep_dir, tmp_path):
     units = plan(quick_config())
     assert units_to_run(root, units) == []
     pre = root / "models/tiny-s0/pretrained.pt"
-    later = pre.stat().st_mtime_ns + 10**9
+    later = max(p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()) + 10**9  # newer than anything
     os.utime(pre, ns=(later, later))
     stale = {u.name for u in units_to_run(root, units)}
     assert stale == {
@@ -234,7 +235,7 @@ def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_results(sweep_dir
             np.load(path)
         elif path.suffix == ".json":
             json.loads(path.read_text())
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, f"resume after a kill at {delay:.1f} s failed:\n{done.stderr[-3000:]}"
     assert not list(out.rglob("*.tmp")), "temporary files left behind"
     a = pd.read_csv(sweep_dir / "results.csv")
@@ -281,7 +282,8 @@ def test_bad_settings_raise_clear_errors(tmp_path):
 def test_a_directory_of_another_sweep_is_refused(tmp_path):
     root = tmp_path / "s"
     root.mkdir()
-    (root / "sweep.json").write_text(json.dumps(SweepConfig.from_preset("quick", steps_scale=0.5).to_dict()))
+    other = SweepConfig.from_preset("quick", steps_scale=0.5, n_histories=N_HIST)
+    (root / "sweep.json").write_text(json.dumps(other.to_dict()))
     with pytest.raises(ValueError, match=r"other settings \(steps_scale: 0.5 -> 0.02\)"):
         run_sweep(root, quick_config(), progress=False)
 
@@ -312,7 +314,7 @@ def test_plan_orders_every_unit_after_its_inputs():
 def test_cli_finds_the_pipeline_in_the_checkout():
     assert reproduce_cli.repo_root() == REPO
     assert reproduce_cli.load_pipeline().__name__ == "scripts.reproduce"
-    out = subprocess.run(["splitseq", "reproduce", "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(["splitseq", "reproduce", "--help"], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and "--preset" in out.stdout and "--backend" in out.stdout
 
 
