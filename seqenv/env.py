@@ -84,8 +84,10 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
     1.0 when the even token written by the world is in the good set, else 0.0.
 
     ## Starting State
-    A natural history: a 20-token window of the stationary sequence (burnt in once per seeding, then
-    drawn from many streams; see :class:`seqenv.sampler.HistorySampler`), not a fixed warm-up.
+    A natural history: a 20-token window of the stationary sequence, not a fixed warm-up. ``reset(seed=...)``
+    burns in ``history_batch`` sequences once (:data:`seqenv.sequence.BURN_IN` tokens each, ~7 ms); every
+    reset then takes the next 20 tokens of one of them (see :class:`seqenv.sampler.HistorySampler`).
+    ``reset(options={"history": h})`` starts from the history ``h`` instead (validated).
 
     ## Episode End
     The episode terminates after ``episode_length`` steps (default 1: the post's contextual bandit).
@@ -94,6 +96,8 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Information
     ``info["next_token"]`` the even token the world wrote (0..7), ``info["success"]`` whether it is good.
+    The exact law of ``next_token`` given the observation and the action is
+    :func:`seqenv.sequence.transition_probs`.
 
     ## Arguments
     ``gym.make("SplitSeq-ngood4-v0")`` (also ``ngood2``, ``ngood6``) or ``gym.make("SplitSeq-v0", good=...)``

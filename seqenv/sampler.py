@@ -13,8 +13,10 @@ class HistorySampler:
     ``n_streams`` sequences are burnt in once; every refill advances each of them by 20 tokens and yields
     one history per stream, so a history costs 20 generated tokens instead of a burn-in. Each history is a
     window of a stationary sequence, i.e. exactly natural. The histories of one refill are independent;
-    a stream is reused ``n_streams`` histories later, on the 20 tokens that follow its previous history
-    (a later window of the same sequence: all natural, but not independent of the earlier one).
+    a stream is reused ``n_streams`` histories later, on the 20 tokens that follow its previous history:
+    a later window of the same sequence, natural but weakly dependent on the earlier one (measured on
+    400,000 pairs: Cramér's V 0.03 between their last tokens, 0.01 between the deterministic outcomes
+    of an action, correlation 0.014 between "some action succeeds on ngood4").
 
     The arrays handed out are views of a batch the sampler never writes again.
 

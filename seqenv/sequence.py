@@ -189,10 +189,12 @@ class SequenceStreams:
 
     def advance(self, n_tokens: int) -> np.ndarray:
         """Generate ``n_tokens`` more tokens on every stream; returns them time-major, ``(n_tokens, n)`` uint8."""
-        b, hit_step, hit_stream, hit_value = self._advance(n_tokens)
-        tokens = np.empty((b.shape[0], _padded(self.n)), dtype=np.uint8)[:, : self.n]
-        np.right_shift(b, 4, out=tokens)
-        tokens[hit_step, hit_stream] = hit_value
+        b, hit_step, hit_stream, hit_token = self._advance(n_tokens)
+        width = _padded(self.n)
+        padded = np.empty((b.shape[0], width), dtype=np.uint8)
+        tokens = padded[:, : self.n]
+        np.right_shift(b, 4, out=tokens)  # the rule's tokens
+        padded.ravel()[hit_step * width + hit_stream] = hit_token  # the noise tokens
         return tokens
 
     def _advance(self, n_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -257,7 +259,7 @@ class SequenceStreams:
         hist = np.empty((self.n, CONTEXT), dtype=np.int64)
         for b in range(0, self.n, _BLOCK):  # transposing in cache-sized blocks
             hist[b : b + _BLOCK] = tokens[:, b : b + _BLOCK].T
-        partial = (self.logsum + (16 - TOKEN_LOG[tokens[CONTEXT - ORDER]])) & 15
+        partial = (self._current - TOKEN_LOG.take(tokens[CONTEXT - ORDER])) & 15  # b's high nibble: multiples of 16
         return hist, partial
 
 

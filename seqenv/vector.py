@@ -37,6 +37,12 @@ class SplitSeqVectorEnv(VectorEnv):
     and its info in ``info["final_info"]``.
 
     ``info`` of ``step`` always holds ``next_token`` (``(num_envs,)`` int64) and ``success`` (bool).
+    ``reset(options={"reset_mask": m})`` resets only the envs where the bool array ``m`` is True;
+    ``options={"histories": H}`` (``(num_envs, 20)``) starts them from given histories.
+
+    Reset histories come from ``history_batch`` sequences burnt in at ``reset(seed=...)``, 20 new tokens per
+    history (see :class:`seqenv.sampler.HistorySampler`), so every step costs a fresh natural history, not a
+    burn-in.
 
     :param num_envs: number of environments.
     :param good: a task id or a custom good set (see :class:`~seqenv.env.SplitSeqEnv`).
