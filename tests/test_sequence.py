@@ -122,8 +122,12 @@ def test_noise_positions_are_bernoulli_002():
     # independent of position: uniform over 50 blocks, and gaps geometric (P(gap = 1) = 0.02)
     assert stats.chisquare(np.bincount(pos * 50 // size, minlength=50)).pvalue > P_ALPHA
     gaps = np.diff(pos)
-    assert within(np.mean(gaps == 1), 0.02, len(gaps))
     assert abs(gaps.mean() - 50) <= Z * math.sqrt(0.98 / 0.02**2 / len(gaps))
+    # gaps follow the geometric law P(g) = 0.98**(g - 1) * 0.02: chi-square over g = 1..200 and g > 200
+    counts = np.bincount(np.minimum(gaps, 201), minlength=202)[1:]
+    pmf = 0.98 ** np.arange(200) * 0.02
+    expected = len(gaps) * np.r_[pmf, 1 - pmf.sum()]
+    assert stats.chisquare(counts, expected).pvalue > P_ALPHA
 
 
 def test_generated_tokens_obey_the_recurrence_at_p_match_and_noise_is_uniform():
