@@ -160,7 +160,7 @@ class SequenceStreams:
     :meth:`histories` call then advances 20 tokens and keeps that alignment.
 
     Random draws, in order: the 16 start tokens ``rng.integers(0, 8, (16, n), dtype=uint8)``, then per
-    advance of ``k`` tokens (the burn-in in chunks of 256) the noise positions
+    advance of ``k`` tokens (the burn-in in chunks of 256 tokens, fewer beyond 262,144 streams) the noise positions
     ``noise_positions(rng, k * n)`` (flat, time-major) and their values
     ``rng.integers(0, 8, n_noise, dtype=uint8)``. Every other token is the
     rule's deterministic value: the output equals :func:`deterministic_next` applied window by window
@@ -190,8 +190,9 @@ class SequenceStreams:
         logsum = TOKEN_LOG[start].sum(axis=0, dtype=np.uint16) & 15
         self._current = _PACK[0][logsum]  # b of the next position (16, even)
         self.position = ORDER  # position of the next token
-        for done in range(0, int(burn_in), _BURN_CHUNK):  # in chunks: _advance holds (k + 17, n) bytes
-            self._advance(min(_BURN_CHUNK, int(burn_in) - done))
+        chunk = max(16, min(256, (1 << 26) // self.n))  # _advance holds (k + 17, n) bytes: <= 64 MiB
+        for done in range(0, int(burn_in), chunk):
+            self._advance(min(chunk, int(burn_in) - done))
 
     @property
     def logsum(self) -> np.ndarray:
@@ -275,7 +276,6 @@ class SequenceStreams:
 
 
 _BLOCK = 4096
-_BURN_CHUNK = 256
 
 
 def _padded(n: int) -> int:
