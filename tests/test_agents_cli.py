@@ -52,7 +52,9 @@ def test_measure_prints_a_table_and_json(trained, capsys):
         assert row["imp"] >= row["imp_min"] - 1e-9
     assert main(["measure", str(fin), "--task", "ngood2", "--n-histories", "256"]) == 0
     out = capsys.readouterr().out
-    assert "op_theory" in out and "imp_min" in out and "ngood2" in out and "ngood4" not in out.split("\n", 2)[2]
+    assert (
+        "op_theory" in out and "imp_min" in out and "ngood2" in out and "ngood4" not in out.split("\n", 2)[2]
+    )
 
 
 def test_measure_reference_policies(capsys):
@@ -72,7 +74,9 @@ def test_every_command_has_help(command, capsys):
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "agents.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "--help"], capture_output=True, text=True, check=True
+    )
     for command in ("pretrain", "finetune", "measure"):
         assert command in out.stdout
 
@@ -81,10 +85,16 @@ def test_console_script_help():
     "argv, message",
     [
         (["pretrain", "--size", "huge", "--out", "x.pt"], "invalid choice: 'huge'"),
-        (["pretrain", "--size", "tiny", "--out", "x.pt", "--steps", "0"], "expected a positive integer, got 0"),
+        (
+            ["pretrain", "--size", "tiny", "--out", "x.pt", "--steps", "0"],
+            "expected a positive integer, got 0",
+        ),
         (["pretrain", "--size", "tiny"], "required: --out"),
         (["finetune", "x.pt", "--task", "ngood5", "--out", "y.pt"], "invalid choice: 'ngood5'"),
-        (["finetune", "x.pt", "--task", "ngood4", "--out", "y.pt", "--lr", "-1"], "expected a positive number"),
+        (
+            ["finetune", "x.pt", "--task", "ngood4", "--out", "y.pt", "--lr", "-1"],
+            "expected a positive number",
+        ),
         (["measure", "x.pt", "--task", "ngood9"], "invalid choice: 'ngood9'"),
     ],
 )
@@ -96,7 +106,10 @@ def test_bad_arguments_exit_2_naming_the_problem(argv, message, capsys):
 
 
 def test_bad_checkpoints_give_clear_errors(tmp_path, trained, capsys):
-    assert main(["finetune", str(tmp_path / "missing.pt"), "--task", "ngood4", "--out", str(tmp_path / "o.pt")]) == 2
+    assert (
+        main(["finetune", str(tmp_path / "missing.pt"), "--task", "ngood4", "--out", str(tmp_path / "o.pt")])
+        == 2
+    )
     assert "no checkpoint at" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"definitely not a checkpoint")

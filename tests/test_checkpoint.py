@@ -5,7 +5,14 @@ import pytest
 import torch
 
 import agents
-from agents.checkpoint import FORMAT, CheckpointError, atomic_write, load_checkpoint, load_model, save_checkpoint
+from agents.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from agents.policy import AgentPolicy
 from agents.transformer import SplitSeqTransformer
 from seqenv.sequence import natural_histories
@@ -37,7 +44,9 @@ def test_round_trip_gives_identical_weights_and_outputs(model, tmp_path):
 
 
 def test_agents_load_returns_a_policy_with_the_models_exact_behaviour(model, tmp_path):
-    path = save_checkpoint(tmp_path / "m.pt", model, "finetuned", {"size": "tiny", "seed": 1, "task": "ngood4"})
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, "finetuned", {"size": "tiny", "seed": 1, "task": "ngood4"}
+    )
     policy = agents.load(path)
     assert isinstance(policy, AgentPolicy)
     assert policy.meta["task"] == "ngood4" and policy.meta["kind"] == "finetuned"
@@ -95,7 +104,9 @@ def test_corrupt_files_raise_checkpoint_errors(model, tmp_path):
 def test_mismatched_checkpoints_raise_checkpoint_errors(model, tmp_path):
     ckpt = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model, "pretrained"))
     bad = tmp_path / "bad.pt"
-    torch.save({**ckpt, "config": SplitSeqTransformer("small").cfg.to_dict()}, bad)  # tiny weights, small config
+    torch.save(
+        {**ckpt, "config": SplitSeqTransformer("small").cfg.to_dict()}, bad
+    )  # tiny weights, small config
     with pytest.raises(CheckpointError, match="weights do not match its config"):
         agents.load(bad)
     torch.save({**ckpt, "config": {**ckpt["config"], "n_head": 5}}, bad)

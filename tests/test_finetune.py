@@ -1,0 +1,161 @@
+"""RL finetuning: the losses, that it raises own-task success beyond chance, the checkpoint, and resume."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import agents
+from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.finetune import HISTORY_COLUMNS, FinetuneConfig, SuccessEvaluator, finetune, policy_loss
+from agents.pretrain import PretrainConfig, history_path, pretrain
+from seqenv.sequence import natural_histories, transition_probs
+from seqenv.tasks import good_mask
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny model pretrained briefly: it predicts the sequence well above chance (about 6 s of CPU)."""
+    out = tmp_path_factory.mktemp("pre") / "tiny.pt"
+    cfg = PretrainConfig(size="tiny", seed=0, steps=700, batch_size=128, lr=3e-3, warmup_steps=50,
+                         eval_every=700, eval_samples=1024, checkpoint_every=0)  # fmt: skip
+    pretrain(cfg, out, progress=False)
+    return out
+
+
+def ft_cfg(**kw) -> FinetuneConfig:
+    base = dict(task="ngood4", seed=1, steps=12, batch_size=64, lr=1e-3, maintenance_lr=1e-4, maintenance_batch=32,
+                eval_every=4, eval_samples=512, warmup_steps=2)  # fmt: skip
+    return FinetuneConfig(**{**base, **kw})
+
+
+# -------------------------------------------------------------------------------------------- losses
+def test_positive_loss_is_cross_entropy_on_the_successful_samples_only():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 8)
+    actions = torch.tensor([0, 3, 7, 1, 1, 5])
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    hit = rewards > 0
+    expected = torch.nn.functional.cross_entropy(logits[hit], actions[hit])
+    assert torch.allclose(policy_loss(logits, actions, rewards, "positive"), expected)
+    none = policy_loss(logits.requires_grad_(), actions, torch.zeros(6), "positive")
+    none.backward()
+    assert none.item() == 0 and torch.equal(logits.grad, torch.zeros(6, 8))
+
+
+def test_reinforce_loss_uses_a_leave_one_out_baseline():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 8)
+    actions = torch.tensor([2, 2, 4, 6, 0])
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])
+    logp = torch.log_softmax(logits, -1)[torch.arange(5), actions]
+    baseline = torch.tensor([(rewards.sum() - r) / 4 for r in rewards])
+    expected = -((rewards - baseline) * logp).mean()
+    assert torch.allclose(policy_loss(logits, actions, rewards, "reinforce"), expected)
+    # failures get a negative advantage: their token is pushed down
+    lg = logits.clone().requires_grad_()
+    policy_loss(lg, actions, rewards, "reinforce").backward()
+    assert (
+        lg.grad[1, 2] > 0 and lg.grad[0, 2] < 0
+    )  # gradient descent lowers a failure's logit, raises a success's
+    # equal rewards carry no signal at all
+    lg = logits.clone().requires_grad_()
+    policy_loss(lg, actions, torch.ones(5), "reinforce").backward()
+    assert torch.allclose(lg.grad, torch.zeros(5, 8))
+
+
+def test_success_evaluator_is_exact():
+    judge = SuccessEvaluator("ngood2", 256, seed=4)
+    p_good = transition_probs(judge.histories)[..., good_mask("ngood2")].sum(-1)
+    assert judge.s_uniform == pytest.approx(p_good.mean(), abs=1e-12)
+    assert judge.s_oracle == pytest.approx(p_good.max(axis=1).mean(), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+@pytest.mark.parametrize("method", ["positive", "reinforce"])
+def test_finetuning_raises_own_task_success_beyond_chance(pretrained, tmp_path, method):
+    """Greedy success, exact on 4096 held-out histories, rises well beyond the paired standard error."""
+    out = tmp_path / f"{method}.pt"
+    cfg = ft_cfg(method=method, steps=120, batch_size=256, lr=2e-3, eval_every=120, eval_samples=4096)
+    s = finetune(pretrained, cfg, out, progress=False)
+    before, after = agents.load(pretrained), agents.load(out)
+    h = natural_histories(4096, seed=123)  # fresh histories, independent of training and of the evaluator
+    p_good = transition_probs(h)[..., good_mask("ngood4")].sum(-1)
+    diff = (after.action_probs(h) * p_good).sum(1) - (before.action_probs(h) * p_good).sum(1)
+    se = diff.std(ddof=1) / np.sqrt(len(h))
+    assert diff.mean() > 5 * se and diff.mean() > 0.03
+    assert s["success"] > s["success_pretrained"] + 0.03
+
+
+def test_maintenance_protects_next_token_prediction(pretrained, tmp_path):
+    """Without maintenance the RL updates erode the even-token prediction; with it, much less is lost."""
+    kw = dict(steps=120, batch_size=256, lr=2e-3, maintenance_lr=2e-4, maintenance_batch=128, eval_every=120,
+              eval_samples=4096)  # fmt: skip
+    with_m = finetune(pretrained, ft_cfg(**kw), tmp_path / "m.pt", progress=False)
+    without = finetune(
+        pretrained, ft_cfg(**{**kw, "maintenance_batch": 0}), tmp_path / "n.pt", progress=False
+    )
+    base = with_m["maintenance_acc_pretrained"]
+    se = np.sqrt(base * (1 - base) / 4096)
+    assert with_m["maintenance_acc"] > without["maintenance_acc"] + 5 * se
+
+
+def test_checkpoint_meta_history_and_tensorboard(pretrained, tmp_path):
+    out = tmp_path / "ft.pt"
+    s = finetune(pretrained, ft_cfg(), out, log_dir=tmp_path / "tb", progress=False)
+    meta = load_checkpoint(out)["meta"]
+    for key, value in {
+        "size": "tiny",
+        "seed": 1,
+        "task": "ngood4",
+        "method": "positive",
+        "params": 17_980,
+    }.items():
+        assert meta[key] == value
+    assert meta["pretrained"] == str(pretrained.resolve()) and meta["pretrain_seed"] == 0
+    assert s["s_uniform"] < s["s_oracle"] and 0 <= s["success"] <= s["s_oracle"] + 1e-12
+    hist = pd.read_csv(history_path(out))
+    assert tuple(hist.columns) == HISTORY_COLUMNS and list(hist["step"]) == [4, 8, 12]
+    assert hist["success"].between(0, 1).all() and hist["maintenance_acc"].between(0, 1).all()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("success", "sample_success", "frac_of_oracle", "maintenance_acc", "loss", "maintenance_loss"):
+        assert f"finetune/{tag}" in tags
+    policy = agents.load(out)
+    assert policy.meta["task"] == "ngood4" and policy.meta["kind"] == "finetuned"
+
+
+def test_resume_after_interruption_is_bit_identical(pretrained, tmp_path):
+    cfg = ft_cfg(method="reinforce", checkpoint_every=5)
+    full = finetune(pretrained, cfg, tmp_path / "full.pt", progress=False)
+    part = finetune(pretrained, cfg, tmp_path / "res.pt", progress=False, stop_after=7)
+    assert part["finished"] is False and load_checkpoint(tmp_path / "res.pt")["train_state"]["step"] == 7
+    resumed = finetune(pretrained, cfg, tmp_path / "res.pt", progress=False)
+    a, b = load_checkpoint(tmp_path / "full.pt")["model"], load_checkpoint(tmp_path / "res.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert resumed["success"] == full["success"] and resumed["maintenance_acc"] == full["maintenance_acc"]
+    with pytest.raises(CheckpointError, match="different config"):
+        finetune(
+            pretrained, ft_cfg(method="positive", checkpoint_every=5), tmp_path / "res.pt", progress=False
+        )
+
+
+def test_bad_configs_and_inputs(pretrained, tmp_path):
+    with pytest.raises(ValueError, match="unknown task"):
+        FinetuneConfig(task="ngood5")
+    with pytest.raises(ValueError, match="unknown method"):
+        FinetuneConfig(method="ppo")
+    with pytest.raises(ValueError, match="temperature"):
+        FinetuneConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="much lower"):
+        finetune(pretrained, ft_cfg(maintenance_lr=1e-2), tmp_path / "x.pt", progress=False)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        finetune(tmp_path / "missing.pt", ft_cfg(), tmp_path / "x.pt", progress=False)
+    with pytest.raises(ValueError, match="unknown size"):
+        FinetuneConfig.preset("huge")
+    assert FinetuneConfig.preset("large", task="ngood2").task == "ngood2"
