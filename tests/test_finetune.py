@@ -26,8 +26,8 @@ def pretrained(tmp_path_factory):
 
 
 def ft_cfg(**kw) -> FinetuneConfig:
-    base = dict(task="ngood4", seed=1, steps=12, batch_size=64, lr=1e-3, maintenance_lr=1e-4, maintenance_batch=32,
-                eval_every=4, eval_samples=512, warmup_steps=2)  # fmt: skip
+    base = {"task": "ngood4", "seed": 1, "steps": 12, "batch_size": 64, "lr": 1e-3, "maintenance_lr": 1e-4,
+            "maintenance_batch": 32, "eval_every": 4, "eval_samples": 512, "warmup_steps": 2}  # fmt: skip
     return FinetuneConfig(**{**base, **kw})
 
 
@@ -91,8 +91,8 @@ def test_finetuning_raises_own_task_success_beyond_chance(pretrained, tmp_path, 
 
 def test_maintenance_protects_next_token_prediction(pretrained, tmp_path):
     """Without maintenance the RL updates erode the even-token prediction; with it, much less is lost."""
-    kw = dict(steps=120, batch_size=256, lr=2e-3, maintenance_lr=2e-4, maintenance_batch=128, eval_every=120,
-              eval_samples=4096)  # fmt: skip
+    kw = {"steps": 120, "batch_size": 256, "lr": 2e-3, "maintenance_lr": 2e-4, "maintenance_batch": 128,
+          "eval_every": 120, "eval_samples": 4096}  # fmt: skip
     with_m = finetune(pretrained, ft_cfg(**kw), tmp_path / "m.pt", progress=False)
     without = finetune(
         pretrained, ft_cfg(**{**kw, "maintenance_batch": 0}), tmp_path / "n.pt", progress=False

@@ -1,5 +1,6 @@
 """Pretraining: fresh natural data, the schedule, learning, logging, and bit-identical resume after a crash."""
 
+import itertools
 import math
 
 import numpy as np
@@ -16,8 +17,8 @@ torch.set_num_threads(1)
 
 
 def small_cfg(**kw) -> PretrainConfig:
-    base = dict(size="tiny", seed=3, steps=40, batch_size=32, lr=3e-3, warmup_steps=5, eval_every=10,
-                eval_samples=256, checkpoint_every=10)  # fmt: skip
+    base = {"size": "tiny", "seed": 3, "steps": 40, "batch_size": 32, "lr": 3e-3, "warmup_steps": 5,
+            "eval_every": 10, "eval_samples": 256, "checkpoint_every": 10}  # fmt: skip
     return PretrainConfig(**{**base, **kw})
 
 
@@ -39,8 +40,8 @@ def test_batches_are_natural_contexts_with_both_target_parities():
 
 
 def test_parity_option_and_fresh_batches():
-    x1, y1 = NextTokenData(64, seed=0, parity="even").batch_numpy()
-    assert (y1 < 8).all()
+    _, y_even = NextTokenData(64, seed=0, parity="even").batch_numpy()
+    assert (y_even < 8).all()
     data = NextTokenData(64, seed=0, parity="odd")
     a, b = data.batch_numpy(), data.batch_numpy()
     assert (a[1] >= 8).all() and (b[1] >= 8).all()
@@ -77,8 +78,8 @@ def test_warmup_then_cosine_schedule():
     peak, total, warm = 1e-3, 1000, 100
     lrs = [lr_at(s, total, peak, warm, 0.1) for s in range(total)]
     assert lrs[0] == pytest.approx(peak / warm) and lrs[warm - 1] == pytest.approx(peak)
-    assert all(a <= b for a, b in zip(lrs[:warm], lrs[1:warm]))
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :]))
+    assert all(a <= b for a, b in itertools.pairwise(lrs[:warm]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[warm:]))
     assert lr_at(total, total, peak, warm, 0.1) == pytest.approx(0.1 * peak)
     mid = warm + (total - warm) // 2
     assert lrs[mid] == pytest.approx(peak * (0.1 + 0.9 * 0.5), rel=1e-6)
