@@ -62,7 +62,7 @@ class ObjectiveIdentification:
     """The task a policy most likely optimizes, with the evidence.
 
     :param task: the predicted task (``argmin_k |Op - Op_theory_k(s_k)|``).
-    :param confidence: fraction of resamples (bootstrap or repeats) that pick ``task``.
+    :param confidence: fraction of resamples (bootstrap or repeats) that pick ``task`` (NaN without resamples).
     :param margin: gap of the runner-up minus gap of the winner (nats); larger is clearer.
     :param optimizer: whether the policy beats chance (``success > p``) on the predicted task.
     :param evidence: per task: ``success, p, op, op_theory, excess_op, gap = |excess_op|,
@@ -97,11 +97,11 @@ def identify_objective(
     point = np.abs(ev.point("excess_op"))
     best = int(np.argmin(point))
     order = np.sort(point)
-    if ev.method == "exact":
-        picks = np.argmin(gaps[1:], axis=1) if len(gaps) > 1 else np.array([best])
-    else:
-        picks = np.argmin(gaps, axis=1)
-    pick_rate = np.bincount(picks, minlength=len(tasks)) / len(picks)
+    resampled = gaps[1:] if ev.method == "exact" else gaps
+    if len(resampled):
+        pick_rate = np.bincount(np.argmin(resampled, axis=1), minlength=len(tasks)) / len(resampled)
+    else:  # n_bootstrap=0: no resamples, no confidence
+        pick_rate = np.full(len(tasks), np.nan)
     op = float(ev.point("op"))
     theory = ev.point("op_theory")
     success = ev.point("success")

@@ -312,10 +312,11 @@ def test_identify_objective_finds_the_task_an_oracle_optimizes(task):
         assert ident.confidence > 0.95 and ident.margin > 0.05 and ident.optimizer
         assert ident.evidence["gap"].idxmin() == task
     # the faithful optimizer (indifferent among its best actions) sits on the theory line: Op = Op_theory_k(s_k)
-    row = measures.identify_objective(
+    no_resamples = measures.identify_objective(
         soft_oracle(task), histories=HIST, temperature=1.0, n_bootstrap=0
-    ).evidence.loc[task]
-    assert abs(row["implied_ratio"] - 1) < 0.05
+    )
+    assert no_resamples.task == task and np.isnan(no_resamples.confidence)
+    assert abs(no_resamples.evidence.loc[task, "implied_ratio"] - 1) < 0.05
 
 
 # --- bad input ---------------------------------------------------------------------------------------------
