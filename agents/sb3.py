@@ -60,7 +60,7 @@ from agents.policy import _as_tokens, probs_from_logits
 from agents.sb3_vec_env import SB3VecEnv, make_sb3_vec_env
 from agents.transformer import SIZES, SplitSeqTransformer, TransformerConfig, config_for
 from seqenv.sequence import CONTEXT, N_OUT, VOCAB, natural_histories, transition_probs
-from seqenv.tasks import TASKS, good_mask
+from seqenv.tasks import TASKS, good_mask, task_name
 
 __all__ = [
     "PPO_DEFAULTS",
@@ -558,7 +558,7 @@ class ExactSuccessCallback(BaseCallback):
 
 
 def train_ppo(
-    task: str = "ngood4",
+    task: str | tuple[int, ...] = "ngood4",
     timesteps: int = 200_000,
     out: str | os.PathLike | None = None,
     pretrained: str | os.PathLike | None = None,
@@ -575,7 +575,7 @@ def train_ppo(
 ) -> PPO:
     """Train PPO on SplitSeq's native vector env; save the SB3 zip to ``out`` if given.
 
-    :param task: task id.
+    :param task: a task id or a custom good set (e.g. ``(0, 3)``).
     :param timesteps: environment samples (rounded up to whole rollouts of ``n_steps * n_envs``).
     :param out: where to save the zip (``.zip`` appended by SB3 if missing).
     :param pretrained: ``.pt`` checkpoint to start the :class:`TransformerPolicy` from.
@@ -592,8 +592,7 @@ def train_ppo(
     :param verbose: SB3 verbosity.
     :param ppo_kwargs: overrides of :data:`PPO_DEFAULTS` (and other ``PPO`` arguments).
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
+    name = task_name(task)  # validates a task id or a custom good set
     if int(timesteps) < 1:
         raise ValueError(f"timesteps must be a positive int, got {timesteps}")
     env = make_sb3_vec_env(task, n_envs, seed=seed, episode_length=episode_length)
@@ -612,7 +611,7 @@ def train_ppo(
     model.splitseq_meta = {
         "method": "ppo",
         "policy": policy,
-        "task": task,
+        "task": name,
         "seed": int(seed),
         "size": _size_name(model.policy.transformer.cfg) if policy == "transformer" else None,
         "pretrained": None if pretrained is None else str(pretrained),
@@ -621,9 +620,9 @@ def train_ppo(
     }
     every = max(1, int(timesteps) // 10) if eval_every is None else int(eval_every)
     callbacks = [ExactSuccessCallback(task, every=every, histories=eval_histories)] if every > 0 else []
-    name = Path(out).stem if out is not None else f"ppo_{task}"
+    run_name = Path(out).stem if out is not None else f"ppo_{name}"
     t0 = time.perf_counter()
-    model.learn(int(timesteps), callback=callbacks, tb_log_name=name, progress_bar=False)
+    model.learn(int(timesteps), callback=callbacks, tb_log_name=run_name, progress_bar=False)
     model.splitseq_meta["wall_time_s"] = time.perf_counter() - t0
     if callbacks:
         model.splitseq_meta["eval"] = [list(r) for r in callbacks[0].records]
