@@ -160,11 +160,11 @@ class SequenceStreams:
     :meth:`histories` call then advances 20 tokens and keeps that alignment.
 
     Random draws, in order: the 16 start tokens ``rng.integers(0, 8, (16, n), dtype=uint8)``, then per
-    advance of ``k`` tokens (the burn-in in chunks of 256 tokens, fewer beyond 262,144 streams) the noise positions
-    ``noise_positions(rng, k * n)`` (flat, time-major) and their values
-    ``rng.integers(0, 8, n_noise, dtype=uint8)``. Every other token is the
-    rule's deterministic value: the output equals :func:`deterministic_next` applied window by window
-    (the tests check this), computed in O(1) per token from the log-sum of the window.
+    advance of ``k`` tokens (the burn-in in chunks of 256 tokens, fewer beyond 262,144 streams) the noise
+    positions ``noise_positions(rng, k * n)`` (flat, time-major) and their values
+    ``rng.integers(0, 8, n_noise, dtype=uint8)``. Every other token is the rule's deterministic value:
+    the output equals :func:`deterministic_next` applied window by window (the tests check this), computed
+    in O(1) per token from the log-sum of the window.
 
     :param n: number of streams.
     :param seed: an int, ``None`` or a ``numpy.random.Generator`` (used, not copied).
@@ -233,8 +233,10 @@ class SequenceStreams:
         B[ORDER] = self._current
         index = np.empty(m, dtype=np.uint8)
         index2 = index.view(np.uint16)
-        leaving = self._leaving + [(hit_stream[bounds[j] : bounds[j + 1]], hit_delta[bounds[j] : bounds[j + 1]])
-                                   for j in range(k)]
+        # (streams, delta) of the noise tokens that leave the window at each step; filled as we go
+        leaving = self._leaving + [
+            (hit_stream[bounds[j] : bounds[j + 1]], hit_delta[bounds[j] : bounds[j + 1]]) for j in range(k)
+        ]
         for j in range(k):
             p = (self.position + j) & 1
             repack = _REPACK[1 - p]
@@ -271,7 +273,8 @@ class SequenceStreams:
         hist = np.empty((self.n, CONTEXT), dtype=np.int64)
         for b in range(0, self.n, _BLOCK):  # transposing in cache-sized blocks
             hist[b : b + _BLOCK] = tokens[:, b : b + _BLOCK].T
-        partial = (self._current - TOKEN_LOG.take(tokens[CONTEXT - ORDER])) & 15  # b's high nibble: multiples of 16
+        # L of the next position minus the log factor of the token leaving its window (b's high nibble: x16)
+        partial = (self._current - TOKEN_LOG.take(tokens[CONTEXT - ORDER])) & 15
         return hist, partial
 
 
@@ -279,8 +282,9 @@ _BLOCK = 4096
 
 
 def _padded(n: int) -> int:
-    """Row length for ``n`` streams: at least ``n``, and rows never a multiple of 4 KiB apart."""
-    return n if n < 256 else n + 64
+    """Row length for ``n`` (even) streams: at least ``n``; from 256 on, 64 bytes past a multiple of 4 KiB so
+    that consecutive rows fall in different cache sets."""
+    return n if n < 256 else -(-n // 4096) * 4096 + 64
 
 
 def natural_histories(n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
