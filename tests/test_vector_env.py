@@ -126,6 +126,20 @@ def test_per_env_statistics_match_the_single_env():
     assert stats.chi2_contingency(table).pvalue > P_ALPHA
 
 
+def test_rewards_average_to_the_world_models_success_probability():
+    """For any policy, the mean reward equals the mean exact success probability of the actions taken."""
+    mask = good_mask("ngood2")
+
+    def oracle(obs):  # the first action whose deterministic outcome is good
+        return np.argmax(mask[next_deterministic(obs)], axis=1)
+
+    for policy in (oracle, fixed_policy):
+        rows = play(make(2048, good="ngood2"), 50, seed=11, policy=policy)
+        p = np.concatenate([transition_probs(r[0], r[1])[:, mask].sum(axis=1) for r in rows])
+        reward = np.concatenate([r[3] for r in rows])
+        assert abs(reward.mean() - p.mean()) <= Z * math.sqrt((p * (1 - p)).sum()) / len(p)
+
+
 @pytest.mark.parametrize("k", [2, 3])
 def test_longer_episodes_autoreset_each_env_on_its_own_clock(k):
     envs = make(300, episode_length=k)
