@@ -29,13 +29,18 @@ _VALUES = np.arange(N_OUT, dtype=np.uint8)
 _NOISE_CHUNK = 4096
 
 
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as a positive int; raises naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def check_episode_length(episode_length: int) -> int:
     """Validate ``episode_length``: a positive int."""
-    if isinstance(episode_length, bool) or not isinstance(episode_length, (int, np.integer)):
-        raise TypeError(f"episode_length must be a positive int, got {episode_length!r}")
-    if episode_length < 1:
-        raise ValueError(f"episode_length must be a positive int, got {episode_length!r}")
-    return int(episode_length)
+    return check_positive_int(episode_length, "episode_length")
 
 
 def _history_option(options: dict[str, Any] | None, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -127,9 +132,7 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
-        if int(history_batch) < 1:
-            raise ValueError(f"history_batch must be a positive int, got {history_batch}")
-        self._history_batch = int(history_batch)
+        self._history_batch = check_positive_int(history_batch, "history_batch")
         self.observation_space = spaces.MultiDiscrete(np.full(CONTEXT, VOCAB, dtype=np.int64))
         self.action_space = spaces.Discrete(N_OUT)
         self._sampler: HistorySampler | None = None

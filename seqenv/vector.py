@@ -10,7 +10,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from seqenv.env import _history_option, check_episode_length
+from seqenv.env import _history_option, check_episode_length, check_positive_int
 from seqenv.sampler import HistorySampler
 from seqenv.sequence import (
     CONTEXT,
@@ -68,16 +68,14 @@ class SplitSeqVectorEnv(VectorEnv):
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         if render_mode is not None:
             raise ValueError(f"the vector env does not render; render_mode must be None, got {render_mode!r}")
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.num_envs = int(num_envs)
+        self.num_envs = check_positive_int(num_envs, "num_envs")
         self.good = tuple(int(v) for v in np.flatnonzero(good_mask(good)))
         self.task = task_name(self.good)
         self._good = good_mask(good)
         self.episode_length = check_episode_length(episode_length)
-        self._history_batch = max(32768, self.num_envs) if history_batch is None else int(history_batch)
-        if self._history_batch < 1:
-            raise ValueError(f"history_batch must be a positive int, got {history_batch}")
+        self._history_batch = (
+            max(32768, self.num_envs) if history_batch is None else check_positive_int(history_batch, "history_batch")
+        )
         self.single_observation_space = spaces.MultiDiscrete(np.full(CONTEXT, VOCAB, dtype=np.int64))
         self.single_action_space = spaces.Discrete(N_OUT)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -286,6 +286,7 @@ def test_custom_good_sets_reward_exactly_their_tokens(values, seed):
         ({"good": "ngood4", "episode_length": 2.0}, TypeError, "got 2.0"),
         ({"good": "ngood4", "render_mode": "human"}, ValueError, "render_mode must be None or one of.*'human'"),
         ({"good": "ngood4", "history_batch": 0}, ValueError, "history_batch must be a positive int, got 0"),
+        ({"good": "ngood4", "history_batch": "big"}, TypeError, "history_batch must be a positive int, got 'big'"),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*render_mode='human'")

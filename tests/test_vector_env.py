@@ -216,6 +216,7 @@ def test_step_before_reset_needs_a_reset():
     ("kwargs", "error", "match"),
     [
         ({"num_envs": 0}, ValueError, "num_envs must be a positive int, got 0"),
+        ({"num_envs": 2.5}, TypeError, "num_envs must be a positive int, got 2.5"),
         ({"good": (0, 0)}, ValueError, r"repeats \[0\]"),
         ({"good": (8,)}, ValueError, "good set holds 8"),
         ({"good": tuple(range(8))}, ValueError, "is all of 0..7"),
