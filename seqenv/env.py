@@ -27,6 +27,12 @@ _DET = det_from_logsum(np.arange(16)).tolist()  # deterministic value of each lo
 _ACTION_LOG = TOKEN_LOG[N_OUT:].tolist()  # log factor of odd token 8 + a
 _VALUES = np.arange(N_OUT, dtype=np.uint8)
 _NOISE_CHUNK = 4096
+_CELL = 16  # pixels per token in rgb_array renders
+# even tokens 0..7 in shades of blue, odd tokens 8..15 in shades of orange (darker = larger value)
+_PALETTE = np.array(
+    [(200 - 20 * v, 220 - 15 * v, 255) for v in range(N_OUT)] + [(255, 210 - 18 * v, 150 - 18 * v) for v in range(N_OUT)],
+    dtype=np.uint8,
+)
 
 
 def check_positive_int(value: Any, name: str) -> int:
@@ -110,11 +116,13 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
     * ``good``: a task id (``"ngood2"``, ``"ngood4"``, ``"ngood6"``) or a custom good set, a non-empty
       proper subset of 0..7.
     * ``episode_length``: steps per episode, a positive int (default 1).
-    * ``render_mode``: ``None`` or ``"ansi"``.
+    * ``render_mode``: ``None``, ``"ansi"`` (text) or ``"rgb_array"`` (a ``(32, 320, 3)`` uint8 image: one cell
+      per token, even tokens blue and odd ones orange, darker for larger values; after a step the strip under
+      the last two tokens is green on success, red on failure).
     * ``history_batch``: histories prepared per refill of the reset supply (default 1024).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -185,11 +193,18 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
             self._partial = int(partial_logsum(obs))
         return obs.copy(), 1.0 if success else 0.0, terminated, False, {"next_token": x, "success": success}
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None:
             return None
         if self._obs is None:
-            return "SplitSeq: call reset() first\n"
+            raise gym.error.ResetNeeded("call reset() before render()")
+        if self.render_mode == "rgb_array":
+            img = np.full((2 * _CELL, CONTEXT * _CELL, 3), 255, dtype=np.uint8)
+            img[: _CELL - 1] = np.repeat(_PALETTE[self._obs], _CELL, axis=0)[None]
+            img[: _CELL - 1, _CELL - 1 :: _CELL] = 255  # thin separators between cells
+            if self._last is not None:
+                img[_CELL + 2 : 2 * _CELL - 2, -2 * _CELL :] = (60, 180, 75) if self._last[2] else (220, 50, 47)
+            return img
         toks = " ".join(f"{int(t):2d}" for t in self._obs)
         line = f"SplitSeq[{self.task}] t={self._t}/{self.episode_length} history: {toks}\n"
         if self._last is not None:

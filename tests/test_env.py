@@ -71,7 +71,9 @@ def test_spaces_and_registered_ids():
         gym.make("SplitSeq-v0")
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"episode_length": 3}, {"render_mode": "ansi"}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"episode_length": 3}, {"render_mode": "ansi"}, {"render_mode": "rgb_array"}]
+)
 def test_gymnasium_and_sb3_env_checkers_pass(kwargs):
     env = gym.make("SplitSeq-ngood4-v0", **kwargs)
     with warnings.catch_warnings():
@@ -233,6 +235,29 @@ def test_render_ansi_shows_the_history_and_the_outcome():
     assert plain.render() is None
 
 
+def test_render_rgb_array_colours_each_token_and_marks_the_outcome():
+    from seqenv.env import _CELL, _PALETTE
+
+    env = gym.make("SplitSeq-ngood4-v0", render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    img = env.render()
+    assert img.shape == (2 * _CELL, 20 * _CELL, 3) and img.dtype == np.uint8
+    np.testing.assert_array_equal(img[_CELL // 2, _CELL // 2 :: _CELL], _PALETTE[obs])
+    assert len({tuple(c) for c in _PALETTE}) == 16  # every token has its own colour
+    assert (img[_CELL:] == 255).all()  # no outcome before the first step
+    _, reward, *_ = env.step(3)
+    strip = env.render()[3 * _CELL // 2, -1]
+    assert tuple(strip) == ((60, 180, 75) if reward else (220, 50, 47))
+
+
+def test_sb3_make_vec_env_works_with_its_default_render_mode():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("SplitSeq-ngood4-v0", n_envs=2, seed=0)  # asks for render_mode="rgb_array"
+    assert venv.reset().shape == (2, 20)
+    assert venv.render_mode == "rgb_array"
+
+
 # --- bad input --------------------------------------------------------------------------------------------
 
 
@@ -284,12 +309,12 @@ def test_custom_good_sets_reward_exactly_their_tokens(values, seed):
         ({"good": "ngood4", "episode_length": 0}, ValueError, "episode_length must be a positive int, got 0"),
         ({"good": "ngood4", "episode_length": -2}, ValueError, "got -2"),
         ({"good": "ngood4", "episode_length": 2.0}, TypeError, "got 2.0"),
-        ({"good": "ngood4", "render_mode": "human"}, ValueError, "render_mode must be None or one of.*'human'"),
+        ({"good": "ngood4", "render_mode": "video"}, ValueError, "render_mode must be None or one of.*'video'"),
         ({"good": "ngood4", "history_batch": 0}, ValueError, "history_batch must be a positive int, got 0"),
         ({"good": "ngood4", "history_batch": "big"}, TypeError, "history_batch must be a positive int, got 'big'"),
     ],
 )
-@pytest.mark.filterwarnings("ignore:.*render_mode='human'")
+@pytest.mark.filterwarnings("ignore:.*render_mode='video'")
 def test_bad_arguments_raise_naming_the_value(kwargs, error, match):
     with pytest.raises(error, match=match):
         SplitSeqEnv(**kwargs)
