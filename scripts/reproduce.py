@@ -594,7 +594,7 @@ class SweepSummary:
 def run_sweep(
     out: str | os.PathLike,
     sweep: SweepConfig,
-    workers: int = 1,
+    workers: int | None = None,
     backend: str = "local",
     progress: bool = True,
     ray_address: str | None = None,
@@ -603,7 +603,8 @@ def run_sweep(
 
     :param out: the sweep directory (created if needed).
     :param sweep: what to run; must match ``out/sweep.json`` when resuming.
-    :param workers: units in flight at once (``1`` runs them in this process).
+    :param workers: units in flight at once. Local: default 1, which runs them in this process; more use a
+        process pool. Ray: default as many as the cluster's CPUs allow (``threads`` CPUs per unit).
     :param backend: ``"local"`` (process pool) or ``"ray"``.
     :param progress: a log line per finished unit (and a progress bar on a terminal).
     :param ray_address: address of an existing Ray cluster (``--backend ray``); default a local instance.
@@ -613,7 +614,7 @@ def run_sweep(
 
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
-    if int(workers) < 1:
+    if workers is not None and int(workers) < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -644,8 +645,8 @@ def run_sweep(
         be: Any = None
         if work:
             if backend == "ray":
-                be = _RayBackend(workers if workers > 1 else None, sweep.threads, ray_address)
-            elif workers == 1:
+                be = _RayBackend(workers, sweep.threads, ray_address)
+            elif (workers or 1) == 1:
                 be = _InlineBackend()
             else:
                 be = _PoolBackend(min(workers, len(work)))
@@ -689,9 +690,15 @@ def run_sweep(
                 be.close()
         if not summary.failed:
             for u in report:
-                rec = execute(str(root), u, sweep_d)
+                try:
+                    rec = execute(str(root), u, sweep_d)
+                except Exception:  # noqa: BLE001 - recorded and raised as a SweepError below
+                    summary.failed[u.name] = traceback.format_exc()
+                    say(f"  FAILED {u.name}: {summary.failed[u.name].strip().splitlines()[-1]}")
+                    continue
                 summary.ran.append(u.name)
                 log_done(u, rec)
+            report = []
         bar.close()
         write_timings(root, units)
         summary.wall_s = time.perf_counter() - t_start
@@ -699,7 +706,8 @@ def run_sweep(
         say(f"reproduce: {len(summary.ran)} units in {summary.wall_s / 60:.1f} min -> {root / 'report.md'}")
         if summary.failed:
             details = "\n\n".join(f"--- {k}\n{v}" for k, v in summary.failed.items())
-            waiting_txt = f"; {len(blocked) + len(report)} units not run because they depend on them" if blocked or report else ""
+            n_blocked = len(blocked) + len(report)
+            waiting_txt = f"; {n_blocked} units not run because they depend on them" if n_blocked else ""
             raise SweepError(f"{len(summary.failed)} units failed{waiting_txt}. Rerun to retry them.\n{details}")
         return summary
     finally:
