@@ -40,10 +40,10 @@ from seqenv.sequence import CONTEXT, P_MATCH
 BUDGETS = ("full", "quick")
 #: Recommended hyperparameters per size (the "full" budget), chosen on this 2-core CPU: README "Training agents".
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 3000, "batch_size": 256, "lr": 3e-3},
-    "small": {"steps": 6000, "batch_size": 256, "lr": 2e-3},
-    "medium": {"steps": 8000, "batch_size": 256, "lr": 1.5e-3},
-    "large": {"steps": 10000, "batch_size": 256, "lr": 1e-3},
+    "tiny": {"steps": 6000, "batch_size": 256, "lr": 3e-3},
+    "small": {"steps": 8000, "batch_size": 256, "lr": 3e-3},
+    "medium": {"steps": 8000, "batch_size": 256, "lr": 2e-3},
+    "large": {"steps": 10000, "batch_size": 256, "lr": 2e-3},
 }
 #: Steps of the "quick" budget.
 QUICK_STEPS: dict[str, int] = {"tiny": 3000, "small": 2000, "medium": 2000, "large": 2000}

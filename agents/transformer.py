@@ -139,6 +139,17 @@ class SplitSeqTransformer(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def set_dropout(self, p: float) -> SplitSeqTransformer:
+        """Set every dropout rate (embeddings, attention, residual, MLP) to ``p``; returns the model."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = p
+            elif isinstance(m, SelfAttention):
+                m.dropout = p
+        return self
+
     def features(self, idx: torch.Tensor) -> torch.Tensor:
         """The final (layer-normed) residual stream at the last position, ``(B, n_embd)``."""
         if idx.dim() != 2 or idx.shape[1] != self.cfg.context:
