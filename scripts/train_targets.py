@@ -108,13 +108,18 @@ def markdown(results: dict) -> str:
         lines += [
             "| quick preset (tiny) | acc_even | acc_odd | ngood4 success | frac_of_oracle | wall s | CPU s |",
             "|---|---|---|---|---|---|---|",
-            f"| pretrain {q['pretrain_steps']} + finetune {q['finetune_steps']} steps | {q['acc_even']:.4f} | "
-            f"{q['acc_odd']:.4f} | {q['success']:.4f} | {q['frac_of_oracle']:.3f} | {q['wall_s']:.0f} | {q['cpu_s']:.0f} |",
+            (
+                f"| pretrain {q['pretrain_steps']} + finetune {q['finetune_steps']} steps | {q['acc_even']:.4f} | "
+                f"{q['acc_odd']:.4f} | {q['success']:.4f} | {q['frac_of_oracle']:.3f} | {q['wall_s']:.0f} | "
+                f"{q['cpu_s']:.0f} |"
+            ),
             "",
         ]
     lines += [
-        "| size | acc_even | acc_odd | pretrain wall s | task | method | success | s_uniform | s_oracle | "
-        "frac_of_oracle | finetune wall s |",
+        (
+            "| size | acc_even | acc_odd | pretrain wall s | task | method | success | s_uniform | s_oracle | "
+            "frac_of_oracle | finetune wall s |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size, entry in results["sizes"].items():
