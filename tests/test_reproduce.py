@@ -91,10 +91,14 @@ def test_result_values_are_in_range(results):
     assert (results["imp_min"] >= -1e-12).all() and (results["op_theory"] >= -1e-12).all()
     # Imp >= Imp_min is a theorem (post, appendix B): only float rounding may break it
     assert (results["imp"] >= results["imp_min"] - 1e-9).all()
-    # Op is at most the entropy of 8 outcomes, and the intervals bracket the estimates
+    # Op is at most the entropy of 8 outcomes; intervals are ordered, and the success interval (of a mean)
+    # brackets its estimate. Op and Imp are plug-in entropies/KLs, biased upwards, so their percentile
+    # bootstrap interval is shifted by that bias and may exclude a small estimate: only ordering is required.
     assert (results["op"].abs() <= np.log(8) + 1e-9).all()
     for col in ("success", "op", "imp"):
-        assert (results[f"{col}_lo"] <= results[col] + 1e-12).all() and (results[col] <= results[f"{col}_hi"] + 1e-12).all()
+        assert (results[f"{col}_lo"] <= results[f"{col}_hi"] + 1e-12).all(), col
+    assert (results["success_lo"] <= results["success"] + 1e-12).all()
+    assert (results["success"] <= results["success_hi"] + 1e-12).all()
     # Op and Imp do not depend on the evaluation task; success, Op_theory and Imp_min do
     for _, g in results.groupby("model"):
         assert g["op"].nunique() == 1 and g["imp"].nunique() == 1
