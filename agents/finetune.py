@@ -5,15 +5,18 @@ Each step, on ``batch_size`` natural histories from the native vector environmen
 
 1. the model samples the odd token at temperature 1 (``cfg.temperature``) from its 8 odd-token logits;
 2. the world writes ``s_{t+1}``; the sample succeeds when it lands in the task's good set;
-3. policy update, by ``cfg.method``:
+3. policy updates, by ``cfg.method``:
 
    * ``"positive"`` (the post): cross-entropy on the chosen token of the successful samples only;
    * ``"reinforce"``: REINFORCE with a baseline, ``-(r - b) log pi(a|h)`` averaged over the batch,
      where ``b`` is the leave-one-out mean reward of the batch; unsuccessful samples get a negative
-     advantage and push their token down (the variant the post could not make work);
+     advantage and push their token down (the variant the post could not make work). By default each
+     rollout is reused for 4 epochs of minibatch updates through PPO's clipped importance ratio
+     (``epochs``, ``minibatch_size``, ``clip``); the first update is exactly REINFORCE's;
 
-4. "maintenance": one next-token step on natural contexts with even targets (the world-model question)
-   through a second AdamW at a much lower learning rate (``maintenance_lr``), which keeps prediction intact.
+4. "maintenance": after every policy update, one next-token step on natural contexts with even targets (the
+   world-model question) through a second AdamW at a much lower learning rate (``maintenance_lr``), which
+   keeps prediction intact.
 
 Every ``eval_every`` steps the greedy (temperature 0) policy is scored *exactly* on a held-out set of
 natural histories: its success is ``mean_i T(good | h_i, argmax pi(.|h_i))`` from
@@ -22,7 +25,7 @@ and the oracle give ``s_uniform`` and ``s_oracle``, and ``frac_of_oracle = (s - 
 s_uniform)``.
 
 TensorBoard scalars: ``finetune/success`` (greedy, exact, held-out), ``finetune/sample_success`` (the
-temperature-1 rollouts), ``finetune/frac_of_oracle``, ``finetune/maintenance_acc`` (held-out even-target
+temperature-T rollouts), ``finetune/frac_of_oracle``, ``finetune/maintenance_acc`` (held-out even-target
 accuracy), ``finetune/loss`` (policy loss), ``finetune/maintenance_loss``, ``finetune/lr``. The same
 numbers go to the CSV beside the checkpoint (:func:`agents.pretrain.history_path`).
 """
@@ -58,6 +61,11 @@ from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import TASKS, good_mask
 
 METHODS = ("positive", "reinforce")
+#: What ``None`` resolves to per method (measured: README "Training agents").
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "positive": {"epochs": 1, "minibatch_size": "batch_size", "dropout": 0.1},
+    "reinforce": {"epochs": 4, "minibatch_size": 64, "dropout": 0.0},  # minibatch: at most batch_size
+}
 BUDGETS = ("full", "quick")
 #: Recommended hyperparameters per size (the "full" budget): README "Training agents".
 PRESETS: dict[str, dict[str, Any]] = {
@@ -89,15 +97,23 @@ class FinetuneConfig:
     :param method: ``"positive"`` (the post: successes only) or ``"reinforce"`` (with a baseline).
     :param seed: seeds dropout, sampling, the environment and the maintenance data.
     :param steps: policy steps (:meth:`preset` gives each size's recommended budget).
-    :param batch_size: environment samples per policy step.
+    :param batch_size: environment samples per step (one rollout of the vector env).
+    :param epochs: passes over each rollout; with more than one, updates after the first use PPO's clipped
+        importance ratio (see :func:`policy_loss`). ``epochs=1, minibatch_size=batch_size`` is the plain method.
+        ``None``: the method's measured best, 1 for ``positive`` (reusing successes collapses its policy onto
+        one token), 4 for ``reinforce``.
+    :param minibatch_size: samples per policy update (divides ``batch_size``); ``None``: ``batch_size`` for
+        ``positive``, 64 for ``reinforce``.
+    :param clip: PPO clip range of the importance ratio.
     :param lr: peak learning rate of the policy update.
     :param warmup_steps: linear warmup of both learning rates.
-    :param min_lr_ratio: both learning rates decay by a cosine to this fraction.
+    :param min_lr_ratio: both learning rates decay by a cosine to this fraction (1: constant after warmup,
+        which learned faster than decaying within the budgets here).
     :param temperature: sampling temperature of the rollouts (the post: 1).
     :param dropout: dropout rate during finetuning; ``None`` picks the method's measured best (README
-        "Training agents"): ``positive`` keeps the model's 0.1 (without that noise the positive-only policy
-        collapses onto one token and stops exploring), ``reinforce`` uses 0 (dropout noise in the sampled
-        policy and its gradient slowed it down).
+        "Training agents"): ``positive`` keeps the pretraining's 0.1 (without that noise the positive-only
+        policy collapses onto one token and stops exploring), ``reinforce`` uses 0 (dropout noise in the
+        sampled policy and its gradient slowed it down).
     :param maintenance_lr: peak learning rate of the next-token maintenance step (much lower than ``lr``).
     :param maintenance_batch: even-target examples per maintenance step (0 disables maintenance).
     :param weight_decay: AdamW weight decay (0.01, as in pretraining).
@@ -112,10 +128,13 @@ class FinetuneConfig:
     method: str = "positive"
     seed: int = 0
     steps: int = 1000
-    batch_size: int = 64
+    batch_size: int = 256
+    epochs: int | None = None
+    minibatch_size: int | None = None
+    clip: float = 0.2
     lr: float = 1e-3
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    min_lr_ratio: float = 1.0
     temperature: float = 1.0
     dropout: float | None = None
     maintenance_lr: float = 1e-4
@@ -132,7 +151,12 @@ class FinetuneConfig:
             raise ValueError(f"unknown task {self.task!r}; expected one of {sorted(TASKS)}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
-        for name in ("steps", "batch_size", "eval_every", "eval_samples"):
+        best = METHOD_DEFAULTS[self.method]
+        for name in ("epochs", "minibatch_size", "dropout"):  # unset: the method's measured best
+            if getattr(self, name) is None:
+                value = self.batch_size if best[name] == "batch_size" else best[name]
+                setattr(self, name, min(value, self.batch_size) if name == "minibatch_size" else value)
+        for name in ("steps", "batch_size", "epochs", "minibatch_size", "eval_every", "eval_samples"):
             _check_int(name, getattr(self, name), 1)
         if self.method == "reinforce" and self.batch_size < 2:
             raise ValueError(
@@ -156,12 +180,6 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def effective_dropout(self, pretrained_dropout: float) -> float:
-        """The dropout rate finetuning runs with (see ``dropout``)."""
-        if self.dropout is not None:
-            return self.dropout
-        return pretrained_dropout if self.method == "positive" else 0.0
 
     @classmethod
     def preset(
@@ -187,24 +205,43 @@ class FinetuneConfig:
         return cls(task=task, method=method, seed=seed, **{**base, **overrides})
 
 
-def policy_loss(
-    logits: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, method: str
-) -> torch.Tensor:
-    """The policy-gradient loss of one batch of 8-way ``logits``, sampled ``actions`` and 0/1 ``rewards``.
+def advantages(rewards: torch.Tensor, method: str) -> torch.Tensor:
+    """Per-sample weights of ``log pi(a|h)`` for a rollout's 0/1 ``rewards``.
 
-    ``"positive"``: mean cross-entropy of the chosen actions over the successful samples (0 if none).
-    ``"reinforce"``: ``-mean((r - b) log pi(a))`` with the leave-one-out baseline
-    ``b_i = (sum(r) - r_i) / (B - 1)``, which keeps the gradient unbiased.
+    ``"positive"``: ``r * B / sum(r)``, so that the batch mean of ``A log pi`` is the mean log-likelihood of
+    the successful samples (cross-entropy on them only; all zero if none succeeded).
+    ``"reinforce"``: ``r - b`` with the leave-one-out baseline ``b_i = (sum(r) - r_i) / (B - 1)``, which keeps
+    the gradient unbiased; failures get a negative advantage.
+    """
+    if method == "positive":
+        hits = rewards.sum()
+        return rewards * (len(rewards) / hits) if hits > 0 else torch.zeros_like(rewards)
+    if method == "reinforce":
+        if len(rewards) < 2:
+            raise ValueError("the leave-one-out baseline needs at least 2 samples per rollout")
+        return rewards - (rewards.sum() - rewards) / (len(rewards) - 1)
+    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def policy_loss(
+    logits: torch.Tensor,
+    actions: torch.Tensor,
+    adv: torch.Tensor,
+    old_logp: torch.Tensor | None = None,
+    clip: float = 0.2,
+) -> torch.Tensor:
+    """Policy-gradient loss of 8-way ``logits`` for sampled ``actions`` weighted by advantages ``adv``.
+
+    Without ``old_logp``: ``-mean(A log pi(a|h))``. With the log-probabilities ``old_logp`` under which the
+    actions were sampled: PPO's clipped surrogate ``-mean(min(rho A, clip(rho, 1 - c, 1 + c) A))``,
+    ``rho = pi(a|h) / pi_old(a|h)``, which lets a rollout be reused for several updates; while the policy has
+    not moved (``rho = 1``) its gradient is exactly that of ``-mean(A log pi)``.
     """
     logp = torch.log_softmax(logits, dim=-1).gather(1, actions[:, None]).squeeze(1)
-    if method == "positive":
-        hit = rewards > 0
-        return -(logp[hit]).mean() if hit.any() else logits.sum() * 0.0
-    if method == "reinforce":
-        n = len(rewards)
-        baseline = (rewards.sum() - rewards) / (n - 1)
-        return -((rewards - baseline) * logp).mean()
-    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if old_logp is None:
+        return -(adv * logp).mean()
+    ratio = torch.exp(logp - old_logp)
+    return -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv).mean()
 
 
 class SuccessEvaluator:
@@ -269,7 +306,7 @@ def finetune(
         raise ValueError(
             f"maintenance_lr={cfg.maintenance_lr} must be much lower than lr={cfg.lr} (the post's method)"
         )
-    model.set_dropout(cfg.effective_dropout(model.cfg.dropout))
+    model.set_dropout(cfg.dropout)
     n_params = count_parameters(model)
     meta = {
         "size": size,
@@ -336,6 +373,9 @@ def finetune(
         for key, value in before.items():
             writer.add_scalar(f"finetune/{key}", value, 0)
     model.train()
+    plain = (
+        cfg.epochs == 1 and cfg.minibatch_size == cfg.batch_size
+    )  # one update per rollout: no ratio needed
     t0 = time.perf_counter()
     bar = tqdm(
         total=cfg.steps, initial=start, desc=f"finetune {size} {cfg.task} {cfg.method}", disable=not progress
@@ -348,31 +388,43 @@ def finetune(
         for group in maint_opt.param_groups:
             group["lr"] = cfg.maintenance_lr * frac
 
-        # 1-3: sample at temperature T from the (dropout) forward pass used for the gradient, let the world answer
+        # 1-2: sample the odd token at temperature T (the policy as it trains: with its dropout), let the world answer
         h = torch.from_numpy(obs)
-        logits = model.policy_logits(h)
         with torch.no_grad():
-            actions = torch.multinomial(torch.softmax(logits / cfg.temperature, dim=-1), 1).squeeze(1)
+            logits = model.policy_logits(h) / cfg.temperature
+            actions = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+            old_logp = torch.log_softmax(logits, dim=-1).gather(1, actions[:, None]).squeeze(1)
         obs, rewards, _, _, _ = envs.step(actions.numpy())
-        rewards_t = torch.from_numpy(rewards).to(logits.dtype)
-        loss = policy_loss(logits / cfg.temperature, actions, rewards_t, cfg.method)
-        policy_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        policy_opt.step()
+        adv = advantages(torch.from_numpy(rewards).float(), cfg.method)
 
-        # 4: maintenance next-token step on even targets at the low learning rate
-        m_loss = torch.zeros(())
-        if cfg.maintenance_batch and cfg.maintenance_lr > 0:
-            x, y = maint_data.batch()
-            m_loss = F.cross_entropy(model(x), y)
-            maint_opt.zero_grad(set_to_none=True)
-            m_loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            maint_opt.step()
-        acc = [acc[0] + loss.item(), acc[1] + m_loss.item(), acc[2] + float(rewards.mean()), acc[3] + 1]
+        # 3-4: epochs x minibatches of policy updates (the first is exactly the plain update), each followed by
+        # a maintenance next-token step on even targets at the low learning rate
+        losses, m_losses = [], []
+        for _ in range(cfg.epochs):
+            order = torch.randperm(cfg.batch_size)
+            for i in range(0, cfg.batch_size, cfg.minibatch_size):
+                idx = order[i : i + cfg.minibatch_size]
+                mb_logits = model.policy_logits(h[idx]) / cfg.temperature
+                loss = policy_loss(
+                    mb_logits, actions[idx], adv[idx], None if plain else old_logp[idx], cfg.clip
+                )
+                policy_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                policy_opt.step()
+                losses.append(loss.item())
+                if cfg.maintenance_batch and cfg.maintenance_lr > 0:
+                    x, y = maint_data.batch()
+                    m_loss = F.cross_entropy(model(x), y)
+                    maint_opt.zero_grad(set_to_none=True)
+                    m_loss.backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    maint_opt.step()
+                    m_losses.append(m_loss.item())
+        loss, m_loss = float(np.mean(losses)), float(np.mean(m_losses)) if m_losses else 0.0
+        acc = [acc[0] + loss, acc[1] + m_loss, acc[2] + float(rewards.mean()), acc[3] + 1]
         bar.update(1)
 
         done = step + 1
@@ -431,4 +483,4 @@ def finetune(
     return summary
 
 
-__all__ = ["METHODS", "FinetuneConfig", "SuccessEvaluator", "finetune", "policy_loss"]
+__all__ = ["METHODS", "FinetuneConfig", "SuccessEvaluator", "advantages", "finetune", "policy_loss"]

@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 6000, "batch_size": 256, "lr": 3e-3},
     "small": {"steps": 8000, "batch_size": 256, "lr": 3e-3},
     "medium": {"steps": 8000, "batch_size": 256, "lr": 2e-3},
-    "large": {"steps": 10000, "batch_size": 256, "lr": 2e-3},
+    "large": {"steps": 16000, "batch_size": 256, "lr": 2e-3},
 }
 #: Steps of the "quick" budget.
 QUICK_STEPS: dict[str, int] = {"tiny": 3000, "small": 2000, "medium": 2000, "large": 2000}

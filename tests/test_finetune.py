@@ -7,7 +7,14 @@ import torch
 
 import agents
 from agents.checkpoint import CheckpointError, load_checkpoint
-from agents.finetune import HISTORY_COLUMNS, FinetuneConfig, SuccessEvaluator, finetune, policy_loss
+from agents.finetune import (
+    HISTORY_COLUMNS,
+    FinetuneConfig,
+    SuccessEvaluator,
+    advantages,
+    finetune,
+    policy_loss,
+)
 from agents.pretrain import PretrainConfig, history_path, pretrain
 from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import good_mask
@@ -39,10 +46,11 @@ def test_positive_loss_is_cross_entropy_on_the_successful_samples_only():
     rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
     hit = rewards > 0
     expected = torch.nn.functional.cross_entropy(logits[hit], actions[hit])
-    assert torch.allclose(policy_loss(logits, actions, rewards, "positive"), expected)
-    none = policy_loss(logits.requires_grad_(), actions, torch.zeros(6), "positive")
+    assert torch.allclose(policy_loss(logits, actions, advantages(rewards, "positive")), expected)
+    lg = logits.clone().requires_grad_()
+    none = policy_loss(lg, actions, advantages(torch.zeros(6), "positive"))
     none.backward()
-    assert none.item() == 0 and torch.equal(logits.grad, torch.zeros(6, 8))
+    assert none.item() == 0 and torch.equal(lg.grad, torch.zeros(6, 8))
 
 
 def test_reinforce_loss_uses_a_leave_one_out_baseline():
@@ -53,17 +61,38 @@ def test_reinforce_loss_uses_a_leave_one_out_baseline():
     logp = torch.log_softmax(logits, -1)[torch.arange(5), actions]
     baseline = torch.tensor([(rewards.sum() - r) / 4 for r in rewards])
     expected = -((rewards - baseline) * logp).mean()
-    assert torch.allclose(policy_loss(logits, actions, rewards, "reinforce"), expected)
+    adv = advantages(rewards, "reinforce")
+    assert torch.allclose(policy_loss(logits, actions, adv), expected)
     # failures get a negative advantage: their token is pushed down
     lg = logits.clone().requires_grad_()
-    policy_loss(lg, actions, rewards, "reinforce").backward()
+    policy_loss(lg, actions, adv).backward()
     assert (
         lg.grad[1, 2] > 0 and lg.grad[0, 2] < 0
     )  # gradient descent lowers a failure's logit, raises a success's
     # equal rewards carry no signal at all
     lg = logits.clone().requires_grad_()
-    policy_loss(lg, actions, torch.ones(5), "reinforce").backward()
+    policy_loss(lg, actions, advantages(torch.ones(5), "reinforce")).backward()
     assert torch.allclose(lg.grad, torch.zeros(5, 8))
+    with pytest.raises(ValueError, match="at least 2"):
+        advantages(torch.ones(1), "reinforce")
+
+
+def test_clipped_surrogate_equals_the_plain_gradient_until_the_policy_moves_then_stops():
+    torch.manual_seed(1)
+    logits = torch.randn(64, 8)
+    actions = torch.randint(0, 8, (64,))
+    adv = advantages(torch.randint(0, 2, (64,)).float(), "reinforce")
+    old = torch.log_softmax(logits, -1).gather(1, actions[:, None]).squeeze(1)
+    g_plain, g_clip = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    policy_loss(g_plain, actions, adv).backward()
+    policy_loss(g_clip, actions, adv, old_logp=old, clip=0.2).backward()
+    assert torch.allclose(g_plain.grad, g_clip.grad, atol=1e-6)
+    # once an action's probability ratio left [1 - c, 1 + c] in its advantage's direction, it gets no gradient
+    moved = logits.clone()
+    moved[torch.arange(64), actions] += torch.where(adv > 0, 1.0, -1.0)  # every ratio far past the clip
+    g = moved.requires_grad_()
+    policy_loss(g, actions, adv, old_logp=old, clip=0.2).backward()
+    assert torch.allclose(g.grad, torch.zeros(64, 8), atol=1e-7)
 
 
 def test_success_evaluator_is_exact():
