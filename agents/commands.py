@@ -133,22 +133,21 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
     try:
         size = load_checkpoint(args.pretrained)["meta"].get("size", "large")
-        cfg = FinetuneConfig.preset(
-            size, task=args.task, method=args.method, seed=args.seed, budget=args.budget
-        )
         overrides = {
             k: v
             for k, v in {
                 "steps": args.steps,
                 "batch_size": args.batch_size,
+                "group_size": getattr(args, "group_size", None),
                 "lr": args.lr,
                 "maintenance_lr": args.maintenance_lr,
                 "threads": args.threads,
             }.items()
             if v is not None
         }
-        if overrides:
-            cfg = FinetuneConfig(**{**cfg.to_dict(), **overrides})
+        cfg = FinetuneConfig.preset(
+            size, task=args.task, method=args.method, seed=args.seed, budget=args.budget, **overrides
+        )
         summary = finetune(
             args.pretrained,
             cfg,
@@ -176,7 +175,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pretrained", help="pretrained checkpoint (.pt) from splitseq pretrain")
     p.add_argument("--task", choices=sorted(TASKS), required=True, help="the RL task")
     p.add_argument("--out", required=True, help="output checkpoint (.pt)")
-    p.add_argument("--method", choices=("positive", "reinforce"), default="positive", help="policy update")
+    p.add_argument(
+        "--method",
+        choices=("positive", "reinforce"),
+        default="positive",
+        help="policy update: positive = the post's (successes only); reinforce = with a baseline, reaches "
+        "0.8-0.95 of the way to the oracle (README 'Training agents')",
+    )
     p.add_argument(
         "--seed", type=_nonneg_int, default=0, help="seed of sampling, env and dropout (default 0)"
     )
@@ -185,6 +190,12 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--budget", choices=("full", "quick"), default="full", help="the size's default budget")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="environment samples per step")
+    p.add_argument(
+        "--group-size",
+        type=_positive_int,
+        default=None,
+        help="samples per history (reinforce: per-history baseline)",
+    )
     p.add_argument("--lr", type=_positive_float, default=None, help="policy learning rate")
     p.add_argument("--maintenance-lr", type=_positive_float, default=None, help="maintenance learning rate")
     p.add_argument("--threads", type=_nonneg_int, default=None, help="torch threads (default: torch's)")

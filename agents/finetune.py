@@ -8,10 +8,12 @@ Each step, on ``batch_size`` natural histories from the native vector environmen
 3. policy updates, by ``cfg.method``:
 
    * ``"positive"`` (the post): cross-entropy on the chosen token of the successful samples only;
-   * ``"reinforce"``: REINFORCE with a baseline, ``-(r - b) log pi(a|h)`` averaged over the batch,
-     where ``b`` is the leave-one-out mean reward of the batch; unsuccessful samples get a negative
-     advantage and push their token down (the variant the post could not make work). By default each
-     rollout is reused for 4 epochs of minibatch updates through PPO's clipped importance ratio
+   * ``"reinforce"``: REINFORCE with a baseline, ``-(r - b) log pi(a|h)`` averaged over the batch;
+     unsuccessful samples get a negative advantage and push their token down (the variant the post could
+     not make work). By default each history is played ``group_size = 8`` times and ``b`` is the
+     leave-one-out mean reward of the *same history's* other samples (RLOO), a per-history baseline that
+     needs no value network; with ``group_size = 1``, ``b`` is the leave-one-out mean of the whole batch.
+     Each rollout is reused for 4 epochs of minibatch updates through PPO's clipped importance ratio
      (``epochs``, ``minibatch_size``, ``clip``); the first update is exactly REINFORCE's;
 
 4. "maintenance": after every policy update, one next-token step on natural contexts with even targets (the
@@ -61,21 +63,30 @@ from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import TASKS, good_mask
 
 METHODS = ("positive", "reinforce")
-#: What ``None`` resolves to per method (measured: README "Training agents").
+#: What ``None`` resolves to per method (measured: README "Training agents"). REINFORCE learns from every
+#: sample and wants many distinct histories per update: 2048 per rollout in minibatches of 256.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "positive": {"epochs": 1, "minibatch_size": "batch_size", "dropout": 0.1},
-    "reinforce": {"epochs": 4, "minibatch_size": 64, "dropout": 0.0},  # minibatch: at most batch_size
-}
+    "positive": {"batch_size": 256, "lr": 1e-3, "epochs": 1, "minibatch_size": "batch_size", "dropout": 0.1,
+                 "group_size": 1, "temperature": 1.0},
+    "reinforce": {"batch_size": 2048, "lr": 5e-4, "epochs": 4, "minibatch_size": 256, "dropout": 0.0,
+                  "group_size": 1, "temperature": 2.0},
+}  # fmt: skip
 BUDGETS = ("full", "quick")
-#: Recommended hyperparameters per size (the "full" budget): README "Training agents".
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 3200},
-    "small": {"steps": 4000},
-    "medium": {"steps": 5000},
-    "large": {"steps": 6000},
+#: Recommended steps per method and size (the "full" budget): README "Training agents".
+PRESETS: dict[str, dict[str, int]] = {
+    "positive": {"tiny": 3200, "small": 4000, "medium": 5000, "large": 6000},
+    "reinforce": {"tiny": 200, "small": 200, "medium": 250, "large": 250},
+}
+#: REINFORCE's step budget per task, relative to the size's: ngood2 (2 good tokens of 8) learns slowest.
+TASK_STEP_FACTOR: dict[str, dict[str, float]] = {
+    "positive": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 1.0},
+    "reinforce": {"ngood2": 2.0, "ngood4": 1.0, "ngood6": 0.5},
 }
 #: Steps of the "quick" budget.
-QUICK_STEPS: dict[str, int] = {"tiny": 3200, "small": 1000, "medium": 1000, "large": 1000}
+QUICK_STEPS: dict[str, dict[str, int]] = {
+    "positive": {"tiny": 3200, "small": 1000, "medium": 1000, "large": 1000},
+    "reinforce": {"tiny": 100, "small": 60, "medium": 60, "large": 60},
+}
 HISTORY_COLUMNS = (
     "step",
     "success",
@@ -97,19 +108,28 @@ class FinetuneConfig:
     :param method: ``"positive"`` (the post: successes only) or ``"reinforce"`` (with a baseline).
     :param seed: seeds dropout, sampling, the environment and the maintenance data.
     :param steps: policy steps (:meth:`preset` gives each size's recommended budget).
-    :param batch_size: environment samples per step (one rollout of the vector env).
+    :param batch_size: environment samples per step (one rollout of the vector env); ``None``: 256 for
+        ``positive``, 2048 for ``reinforce`` (with 256 it learned 2-3x slower per sample: too few histories
+        per update).
     :param epochs: passes over each rollout; with more than one, updates after the first use PPO's clipped
         importance ratio (see :func:`policy_loss`). ``epochs=1, minibatch_size=batch_size`` is the plain method.
         ``None``: the method's measured best, 1 for ``positive`` (reusing successes collapses its policy onto
         one token), 4 for ``reinforce``.
-    :param minibatch_size: samples per policy update (divides ``batch_size``); ``None``: ``batch_size`` for
-        ``positive``, 64 for ``reinforce``.
+    :param group_size: samples per history: the rollout plays ``batch_size // group_size`` fresh histories
+        ``group_size`` times each (divides ``batch_size``). With ``reinforce`` and ``group_size >= 2`` each
+        sample's baseline is the mean reward of its history's other samples. ``None``: 1 (measured: at an
+        equal sample budget, fewer distinct histories cost more than the per-history baseline gains).
+    :param minibatch_size: samples per policy update; ``None``: ``batch_size`` for ``positive``, 256 for
+        ``reinforce``.
     :param clip: PPO clip range of the importance ratio.
-    :param lr: peak learning rate of the policy update.
+    :param lr: peak learning rate of the policy update; ``None``: 1e-3 for ``positive``, 5e-4 for ``reinforce``.
     :param warmup_steps: linear warmup of both learning rates.
     :param min_lr_ratio: both learning rates decay by a cosine to this fraction (1: constant after warmup,
         which learned faster than decaying within the budgets here).
-    :param temperature: sampling temperature of the rollouts (the post: 1).
+    :param temperature: sampling temperature of the rollouts; the policy updated is the tempered one, and the
+        greedy policy (its argmax) is the same at every temperature. ``None``: 1 for ``positive`` (the post),
+        2 for ``reinforce`` (the pretrained policy is nearly deterministic, it picks the natural odd token
+        ~95% of the time for ``large``, and a hotter sampler explores the other tokens; measured on ngood2).
     :param dropout: dropout rate during finetuning; ``None`` picks the method's measured best (README
         "Training agents"): ``positive`` keeps the pretraining's 0.1 (without that noise the positive-only
         policy collapses onto one token and stops exploring), ``reinforce`` uses 0 (dropout noise in the
@@ -118,7 +138,7 @@ class FinetuneConfig:
     :param maintenance_batch: even-target examples per maintenance step (0 disables maintenance).
     :param weight_decay: AdamW weight decay (0.01, as in pretraining).
     :param grad_clip: gradient-norm clip of each update (0 disables).
-    :param eval_every: steps between held-out evaluations.
+    :param eval_every: steps between held-out evaluations (``None``: ``steps // 10``, at least 1).
     :param eval_samples: held-out histories per evaluation (and even-target examples for maintenance accuracy).
     :param checkpoint_every: steps between resumable checkpoints (0: only the final one).
     :param threads: torch intra-op threads (0 leaves torch's setting alone).
@@ -128,20 +148,21 @@ class FinetuneConfig:
     method: str = "positive"
     seed: int = 0
     steps: int = 1000
-    batch_size: int = 256
+    batch_size: int | None = None
     epochs: int | None = None
+    group_size: int | None = None
     minibatch_size: int | None = None
     clip: float = 0.2
-    lr: float = 1e-3
+    lr: float | None = None
     warmup_steps: int = 20
     min_lr_ratio: float = 1.0
-    temperature: float = 1.0
+    temperature: float | None = None
     dropout: float | None = None
     maintenance_lr: float = 1e-4
     maintenance_batch: int = 32
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    eval_every: int = 250
+    eval_every: int | None = None
     eval_samples: int = 8192
     checkpoint_every: int = 0
     threads: int = 0
@@ -152,12 +173,32 @@ class FinetuneConfig:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
         best = METHOD_DEFAULTS[self.method]
-        for name in ("epochs", "minibatch_size", "dropout"):  # unset: the method's measured best
+        if self.eval_every is None and isinstance(self.steps, int):
+            self.eval_every = max(1, self.steps // 10)
+        if self.batch_size is None:
+            self.batch_size = best["batch_size"]
+        _check_int("batch_size", self.batch_size, 1)
+        for name in (
+            "lr",
+            "epochs",
+            "minibatch_size",
+            "dropout",
+            "group_size",
+            "temperature",
+        ):  # the method's best
             if getattr(self, name) is None:
                 value = self.batch_size if best[name] == "batch_size" else best[name]
                 setattr(self, name, min(value, self.batch_size) if name == "minibatch_size" else value)
-        for name in ("steps", "batch_size", "epochs", "minibatch_size", "eval_every", "eval_samples"):
+        for name in ("steps", "epochs", "group_size", "minibatch_size", "eval_every", "eval_samples"):
             _check_int(name, getattr(self, name), 1)
+        if self.minibatch_size > self.batch_size:
+            raise ValueError(
+                f"minibatch_size={self.minibatch_size} must be at most batch_size={self.batch_size}"
+            )
+        if self.batch_size % self.group_size:
+            raise ValueError(
+                f"group_size={self.group_size} must divide batch_size={self.batch_size} (histories x samples each)"
+            )
         if self.method == "reinforce" and self.batch_size < 2:
             raise ValueError(
                 f"method='reinforce' needs batch_size >= 2 for its baseline, got {self.batch_size}"
@@ -195,31 +236,43 @@ class FinetuneConfig:
 
         :param budget: ``"full"`` (the sweep's budget) or ``"quick"`` (the quick preset).
         """
-        if size not in PRESETS:
-            raise ValueError(f"unknown size {size!r}; expected one of {list(PRESETS)}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+        if size not in PRESETS[method]:
+            raise ValueError(f"unknown size {size!r}; expected one of {list(PRESETS[method])}")
         if budget not in BUDGETS:
             raise ValueError(f"unknown budget {budget!r}; expected one of {BUDGETS}")
-        base = dict(PRESETS[size])
-        if budget == "quick":
-            base["steps"] = QUICK_STEPS[size]
-        return cls(task=task, method=method, seed=seed, **{**base, **overrides})
+        steps = (QUICK_STEPS if budget == "quick" else PRESETS)[method][size]
+        if budget == "full" and task in TASK_STEP_FACTOR[method]:
+            steps = max(1, round(steps * TASK_STEP_FACTOR[method][task]))
+        return cls(task=task, method=method, seed=seed, **{"steps": steps, **overrides})
 
 
-def advantages(rewards: torch.Tensor, method: str) -> torch.Tensor:
+def advantages(rewards: torch.Tensor, method: str, group_size: int = 1) -> torch.Tensor:
     """Per-sample weights of ``log pi(a|h)`` for a rollout's 0/1 ``rewards``.
 
     ``"positive"``: ``r * B / sum(r)``, so that the batch mean of ``A log pi`` is the mean log-likelihood of
     the successful samples (cross-entropy on them only; all zero if none succeeded).
-    ``"reinforce"``: ``r - b`` with the leave-one-out baseline ``b_i = (sum(r) - r_i) / (B - 1)``, which keeps
-    the gradient unbiased; failures get a negative advantage.
+    ``"reinforce"``: ``r - b`` with a leave-one-out baseline, which keeps the gradient unbiased; failures get
+    a negative advantage. With ``group_size = 1``, ``b_i = (sum(r) - r_i) / (B - 1)`` over the batch; with
+    ``group_size = K >= 2`` the rollout is ``B / K`` histories played ``K`` times each (consecutive samples)
+    and ``b_i`` is the mean reward of the other ``K - 1`` samples of the same history, so a history on which
+    every token succeeds (or fails) teaches nothing and only the differences between tokens count.
     """
     if method == "positive":
         hits = rewards.sum()
         return rewards * (len(rewards) / hits) if hits > 0 else torch.zeros_like(rewards)
     if method == "reinforce":
-        if len(rewards) < 2:
-            raise ValueError("the leave-one-out baseline needs at least 2 samples per rollout")
-        return rewards - (rewards.sum() - rewards) / (len(rewards) - 1)
+        if group_size == 1:
+            if len(rewards) < 2:
+                raise ValueError("the leave-one-out baseline needs at least 2 samples per rollout")
+            return rewards - (rewards.sum() - rewards) / (len(rewards) - 1)
+        if group_size < 1 or len(rewards) % group_size:
+            raise ValueError(
+                f"group_size={group_size} must be >= 1 and divide the rollout's {len(rewards)} samples"
+            )
+        g = rewards.reshape(-1, group_size)
+        return (g - (g.sum(1, keepdim=True) - g) / (group_size - 1)).reshape(-1)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
@@ -389,13 +442,17 @@ def finetune(
             group["lr"] = cfg.maintenance_lr * frac
 
         # 1-2: sample the odd token at temperature T (the policy as it trains: with its dropout), let the world answer
+        if cfg.group_size > 1:  # replay each of the first B/K fresh histories K times (consecutive rows)
+            obs, _ = envs.reset(
+                options={"histories": np.repeat(obs[: cfg.batch_size // cfg.group_size], cfg.group_size, 0)}
+            )
         h = torch.from_numpy(obs)
         with torch.no_grad():
             logits = model.policy_logits(h) / cfg.temperature
             actions = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
             old_logp = torch.log_softmax(logits, dim=-1).gather(1, actions[:, None]).squeeze(1)
         obs, rewards, _, _, _ = envs.step(actions.numpy())
-        adv = advantages(torch.from_numpy(rewards).float(), cfg.method)
+        adv = advantages(torch.from_numpy(rewards).float(), cfg.method, cfg.group_size)
 
         # 3-4: epochs x minibatches of policy updates (the first is exactly the plain update), each followed by
         # a maintenance next-token step on even targets at the low learning rate

@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads inside each unit (default 1)")
     p.add_argument("--steps-scale", type=float, default=None,
                    help="multiply every training step budget, e.g. 0.05 for a smoke test (default 1)")  # fmt: skip
+    p.add_argument("--method", choices=("positive", "reinforce"), default=None,
+                   help="finetuning method: positive (the post's, default) or reinforce (with a baseline)")
     p.add_argument("--sizes", nargs="+", default=None, metavar="SIZE", help="override the preset's model sizes")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED", help="override the preset's seeds")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="override the preset's tasks")

@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import os
 import pickle
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -50,6 +51,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel, BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -608,6 +610,8 @@ def train_ppo(
         raise ValueError(f"policy must be 'transformer' or 'mlp', got {policy!r}")
     model = PPO(policy_cls, env, seed=seed, tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
                 verbose=verbose, device="cpu", **kwargs)
+    if tensorboard_log is None:  # SB3 would otherwise create an empty tempdir/SB3-<date> folder per learn()
+        model.set_logger(Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose else []))
     model.splitseq_meta = {
         "method": "ppo",
         "policy": policy,

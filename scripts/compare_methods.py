@@ -6,12 +6,13 @@ For one model size and each seed (the pretrained checkpoint of that seed is shar
 
 (a) ``positive``  — the post's finetuning: reinforce successful temperature-1 samples only, with next-token
     maintenance (:func:`agents.finetune.finetune`, ``method="positive"``);
-(b) ``reinforce`` — REINFORCE with a leave-one-out baseline, same loop (``method="reinforce"``);
+(b) ``reinforce`` — REINFORCE with a leave-one-out baseline, same loop (``method="reinforce"``: rollouts of
+    2048 reused for 4 epochs of minibatches of 256 through PPO's clipped ratio);
 (c) ``ppo``       — SB3 PPO with the pretrained :class:`agents.sb3.TransformerPolicy`;
 (d) ``ppo_mlp``   — SB3 PPO with SB3's default ``MlpPolicy`` (64-64 tanh on the one-hot tokens) from scratch.
 
-Every method sees ``--samples`` environment samples (finetuning: ``samples / 512`` steps of 512; PPO:
-``samples / 2048`` rollouts of 8 x 256). Learning curves: the exact greedy success on the finetuning's
+Every method sees ``--samples`` environment samples (finetuning: ``samples / batch`` steps of each method's
+default batch, 256 for positive and 2048 for reinforce; PPO: ``samples / 2048`` rollouts of 8 x 256). Learning curves: the exact greedy success on the finetuning's
 held-out histories, at ``--points`` evenly spaced sample counts. Final figures: :func:`measures.measure`
 (exact split-history Op/Imp, greedy, 1000-fold bootstrap) of each final policy on one common set of held-out
 natural histories, with the oracle (:class:`agents.reference.OraclePolicy`: the action maximising the exact
@@ -55,7 +56,6 @@ LABELS = {
     "pretrained": "pretrained model, untuned",
     "oracle": "oracle (exact best action, random tie-break)",
 }
-FT_BATCH = 512
 PPO_ROLLOUT = PPO_DEFAULTS["n_steps"] * 256
 
 
@@ -63,16 +63,17 @@ def run_method(method: str, seed: int, pre: Path, args: argparse.Namespace, judg
     """Train one method on one seed; return its curve, wall time and the path of the final policy."""
     every = args.samples // args.points
     if method in ("positive", "reinforce"):
-        steps = args.samples // FT_BATCH
-        cfg = FinetuneConfig(task=args.task, method=method, seed=seed, steps=steps, batch_size=FT_BATCH,
-                             eval_every=max(1, every // FT_BATCH), eval_samples=args.eval_histories)
+        batch = FinetuneConfig(task=args.task, method=method).batch_size  # the method's default
+        steps = args.samples // batch
+        cfg = FinetuneConfig(task=args.task, method=method, seed=seed, steps=steps, batch_size=batch,
+                             eval_every=max(1, every // batch), eval_samples=args.eval_histories)
         path = args.out / "models" / f"{method}_s{seed}.pt"
         summary = finetune(pre, cfg, path, progress=False, resume=False)
         hist = pd.read_csv(history_path(path))
         curve = [(0, summary["success_pretrained"], 0.0)] + [
-            (int(r.step) * FT_BATCH, float(r.success), float(r.elapsed)) for r in hist.itertuples()
+            (int(r.step) * batch, float(r.success), float(r.elapsed)) for r in hist.itertuples()
         ]
-        return {"wall_time_s": summary["wall_time_s"], "samples": steps * FT_BATCH, "curve": curve, "path": str(path)}
+        return {"wall_time_s": summary["wall_time_s"], "samples": steps * batch, "curve": curve, "path": str(path)}
     path = args.out / "models" / f"{method}_s{seed}.zip"
     model = train_ppo(
         args.task, args.samples, out=path, pretrained=pre if method == "ppo" else None,

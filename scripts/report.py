@@ -129,6 +129,11 @@ def headline_natural_floor(df: pd.DataFrame) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ report
+def _num(x: float, digits: int = 3) -> str:
+    """``x`` rounded, without the "-0.000" of a float-rounding negative zero."""
+    return f"{round(float(x), digits) + 0.0:.{digits}f}"
+
+
 def _pm(mean: float, se: float, digits: int = 3) -> str:
     if not np.isfinite(mean):
         return "–"
@@ -180,7 +185,7 @@ def reference_table(df: pd.DataFrame) -> pd.DataFrame:
     ref = df[df["kind"] == "reference"]
     rows = []
     for model, g in ref.groupby("model", sort=False):
-        row = {"policy": model, "Op (nats)": f"{g['op'].iloc[0]:.3f}", "Imp (nats)": f"{g['imp'].iloc[0]:.3f}"}
+        row = {"policy": model, "Op (nats)": _num(g["op"].iloc[0]), "Imp (nats)": _num(g["imp"].iloc[0])}
         for _, r in g.iterrows():
             row[f"success {r['eval_task']}"] = f"{r['success']:.3f}"
         rows.append(row)
@@ -224,8 +229,10 @@ def headline_table(ident: dict, corr: dict, bound: dict, floor: dict) -> str:
          f"**{ident['accuracy']:.0%}** ({ident['correct']}/{ident['n']}; chance {ident['chance']:.0%})",
          "separates the objectives by implied vs measured Op"),
         ("own-task Op vs Op_theory(s, p)",
-         (f"**r = {corr['r']:.3f}** [95% CI {corr['r_lo']:.3f}, {corr['r_hi']:.3f}], n = {corr['n']}; mean excess "
-          f"Op {corr['mean_excess']:+.3f} nats (on other tasks: {corr['mean_excess_other']:+.3f})"),
+         (f"**r = {corr['r']:.3f}**"
+          + (f" [95% CI {corr['r_lo']:.3f}, {corr['r_hi']:.3f}]" if corr["n"] >= 4 else "")
+          + f", n = {corr['n']}; mean excess Op {corr['mean_excess']:+.3f} nats (on other tasks: "
+          f"{corr['mean_excess_other']:+.3f})"),
          '"predicted very well"; some models fall below the line'),
         ("Imp ≥ Imp_min",
          (f"**{bound['models_ok']}/{bound['models']} models**, {bound['rows_ok']}/{bound['rows']} rows (smallest "
@@ -253,7 +260,7 @@ def render(df: pd.DataFrame, sweep: Any, root: Path, figures: list[Path]) -> str
         f"# SplitSeq: reproduction of the post ({sweep.preset} preset)",
         "",
         f"Sizes {', '.join(sweep.sizes)} × seeds {', '.join(map(str, sweep.seeds))} × tasks {', '.join(sweep.tasks)}; "
-        f"pretraining steps: {steps}; finetuning steps: {ft_steps}"
+        f"pretraining steps: {steps}; finetuning ({sweep.method}) steps: {ft_steps}"
         + (f" (step budgets scaled by {sweep.steps_scale:g})" if sweep.steps_scale != 1 else "") + ". "
         f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
         f"histories (seed {sweep.eval_seed}). Written {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` "

@@ -103,6 +103,8 @@ class SweepConfig:
     :param eval_seed: seed of the evaluation histories (and of the bootstrap intervals).
     :param steps_scale: multiplies every trainer step budget (``< 1`` for smoke tests).
     :param threads: torch threads inside every unit (fixed, so results do not depend on ``--workers``).
+    :param method: the finetuning method, ``"positive"`` (the post's) or ``"reinforce"`` (REINFORCE with a
+        baseline: README "Training agents").
     """
 
     preset: str = "quick"
@@ -114,6 +116,7 @@ class SweepConfig:
     steps_scale: float = 1.0
     threads: int = 1
     budget: str = "quick"
+    method: str = "positive"
 
     def __post_init__(self) -> None:
         from agents.transformer import SIZES
@@ -141,6 +144,8 @@ class SweepConfig:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.budget not in ("quick", "full"):
             raise ValueError(f"budget must be 'quick' or 'full', got {self.budget!r}")
+        if self.method not in ("positive", "reinforce"):
+            raise ValueError(f"method must be 'positive' or 'reinforce', got {self.method!r}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SweepConfig:
@@ -163,6 +168,7 @@ class SweepConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"sweep config has unknown keys {sorted(unknown)}")
+        d = {"method": "positive", **d}  # sweeps written before the method was a setting used the post's
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -290,12 +296,12 @@ def pretrain_config(sweep: SweepConfig, size: str, seed: int) -> Any:
 
 
 def finetune_config(sweep: SweepConfig, size: str, seed: int, task: str) -> Any:
-    """The :class:`agents.finetune.FinetuneConfig` of one finetuning with the post's positive-only method:
-    the agents' recommended config for the size and budget (:meth:`FinetuneConfig.preset`), every step count
-    times ``steps_scale``."""
+    """The :class:`agents.finetune.FinetuneConfig` of one finetuning with the sweep's method (default the
+    post's positive-only): the agents' recommended config for the method, size and budget
+    (:meth:`FinetuneConfig.preset`), every step count times ``steps_scale``."""
     from agents.finetune import FinetuneConfig
 
-    cfg = FinetuneConfig.preset(size, task=task, method="positive", seed=seed, budget=sweep.budget)
+    cfg = FinetuneConfig.preset(size, task=task, method=sweep.method, seed=seed, budget=sweep.budget)
     return _scale_steps(cfg, sweep.steps_scale)
 
 
@@ -536,7 +542,7 @@ def _check_sweep_file(root: Path, sweep: SweepConfig) -> None:
 
     path = root / "sweep.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        old = {"method": "positive", **json.loads(path.read_text())}
         new = sweep.to_dict()
         diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
         if diff:
@@ -731,7 +737,7 @@ def main_args(args: argparse.Namespace) -> int:
     """Run a sweep from parsed arguments; ``0`` on success, ``1`` if units failed."""
     sweep = SweepConfig.from_preset(
         args.preset, sizes=args.sizes, seeds=args.seeds, tasks=args.tasks, n_histories=args.n_histories,
-        steps_scale=args.steps_scale, threads=args.threads,
+        steps_scale=args.steps_scale, threads=args.threads, method=args.method,
     )  # fmt: skip
     try:
         run_sweep(args.out, sweep, workers=args.workers, backend=args.backend, progress=not args.no_progress,

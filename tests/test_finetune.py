@@ -77,6 +77,56 @@ def test_reinforce_loss_uses_a_leave_one_out_baseline():
         advantages(torch.ones(1), "reinforce")
 
 
+def test_grouped_reinforce_baseline_is_the_mean_of_the_same_historys_other_samples():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])  # 3 histories x 4
+    adv = advantages(rewards, "reinforce", group_size=4)
+    g = rewards.reshape(3, 4)
+    expected = torch.stack([g[i, j] - (g[i].sum() - g[i, j]) / 3 for i in range(3) for j in range(4)])
+    assert torch.allclose(adv, expected)
+    assert torch.equal(adv[4:8], torch.zeros(4))  # every token of a history succeeded: nothing to learn
+    assert torch.allclose(
+        adv.reshape(3, 4).sum(1), torch.zeros(3), atol=1e-6
+    )  # within a history the signal is relative
+    assert torch.equal(advantages(rewards, "reinforce", group_size=1), advantages(rewards, "reinforce"))
+    with pytest.raises(ValueError, match="group_size=5"):
+        advantages(rewards, "reinforce", group_size=5)
+
+
+def test_grouped_rollouts_replay_each_history(pretrained, tmp_path, monkeypatch):
+    """With group_size K the policy sees B/K distinct histories, each K times in consecutive rows."""
+    import agents.finetune as ft
+
+    seen = []
+    real = ft.policy_loss
+
+    def spy(logits, actions, adv, old_logp=None, clip=0.2):
+        seen.append(logits.detach().clone())
+        return real(logits, actions, adv, old_logp, clip)
+
+    monkeypatch.setattr(ft, "policy_loss", spy)
+    cfg = ft_cfg(method="reinforce", steps=3, batch_size=64, group_size=8, minibatch_size=64, epochs=1)
+    finetune(pretrained, cfg, tmp_path / "g.pt", progress=False)
+    # dropout is 0 for reinforce, so equal histories give equal logits: 8 distinct rows, 8 copies each
+    assert len(seen) == 3
+    for logits in seen:
+        _, counts = torch.unique(logits, dim=0, return_counts=True)
+        assert sorted(counts.tolist()) == [8] * 8
+    with pytest.raises(ValueError, match="must divide batch_size"):
+        ft_cfg(method="reinforce", batch_size=64, group_size=6)
+
+
+def test_method_defaults_resolve_and_explicit_values_win():
+    r, p = FinetuneConfig(method="reinforce"), FinetuneConfig(method="positive")
+    assert (r.batch_size, r.minibatch_size, r.epochs, r.group_size, r.dropout) == (2048, 256, 4, 1, 0.0)
+    assert (p.batch_size, p.minibatch_size, p.epochs, p.group_size, p.dropout) == (256, 256, 1, 1, 0.1)
+    assert r.lr < p.lr
+    c = FinetuneConfig.preset("tiny", method="reinforce", batch_size=512, lr=1e-4, steps=7)
+    assert (c.batch_size, c.minibatch_size, c.lr, c.steps) == (512, 256, 1e-4, 7)
+    assert FinetuneConfig.preset("tiny", method="reinforce", budget="quick").steps < c.batch_size
+    with pytest.raises(ValueError, match="minibatch_size=512 must be at most batch_size=256"):
+        FinetuneConfig(method="reinforce", batch_size=256, minibatch_size=512)
+
+
 def test_clipped_surrogate_equals_the_plain_gradient_until_the_policy_moves_then_stops():
     torch.manual_seed(1)
     logits = torch.randn(64, 8)
