@@ -107,8 +107,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/compare_methods"))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    if args.samples % (FT_BATCH * args.points) or args.samples % PPO_ROLLOUT:
-        raise SystemExit(f"--samples must be a multiple of {PPO_ROLLOUT} and of {FT_BATCH} x --points, got {args.samples}")
+    ft_batch = max(FinetuneConfig(method=m).batch_size for m in ("positive", "reinforce"))
+    if args.samples % (ft_batch * args.points) or args.samples % PPO_ROLLOUT:
+        raise SystemExit(f"--samples must be a multiple of {PPO_ROLLOUT} and of {ft_batch} x --points, got {args.samples}")
     torch.set_num_threads(args.threads)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
