@@ -283,6 +283,21 @@ def test_bad_settings_raise_clear_errors(tmp_path):
         run_sweep(tmp_path / "a", quick_config(), backend="slurm")
 
 
+def test_the_finetuning_method_is_a_sweep_setting():
+    from scripts.reproduce import finetune_config
+
+    post, rf = SweepConfig.from_preset("full"), SweepConfig.from_preset("full", method="reinforce")
+    assert post.method == "positive"  # the post's method unless asked otherwise
+    assert finetune_config(post, "large", 0, "ngood4").method == "positive"
+    cfg = finetune_config(rf, "large", 0, "ngood4")
+    assert (cfg.method, cfg.batch_size, cfg.steps) == ("reinforce", 2048, 250)
+    # a sweep.json written before the method was a setting reads as the post's method
+    old = {k: v for k, v in post.to_dict().items() if k != "method"}
+    assert SweepConfig.from_dict(old) == post
+    with pytest.raises(ValueError, match="method must be 'positive' or 'reinforce', got 'ppo'"):
+        SweepConfig.from_preset("quick", method="ppo")
+
+
 def test_a_directory_of_another_sweep_is_refused(tmp_path):
     root = tmp_path / "s"
     root.mkdir()
