@@ -122,6 +122,7 @@ def test_method_defaults_resolve_and_explicit_values_win():
     assert r.lr < p.lr
     c = FinetuneConfig.preset("tiny", method="reinforce", batch_size=512, lr=1e-4, steps=7)
     assert (c.batch_size, c.minibatch_size, c.lr, c.steps) == (512, 256, 1e-4, 7)
+    assert FinetuneConfig.preset("large", method="positive").checkpoint_every == 600  # a tenth of 6000 steps
     assert FinetuneConfig.preset("tiny", method="reinforce", budget="quick").steps < c.batch_size
     with pytest.raises(ValueError, match="minibatch_size=512 must be at most batch_size=256"):
         FinetuneConfig(method="reinforce", batch_size=256, minibatch_size=512)
