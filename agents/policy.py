@@ -13,6 +13,7 @@ The policy protocol the whole project shares (``measures`` recognises it by ``ac
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,27 @@ def _as_tokens(x: Any, name: str) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64, copy=False))
 
 
+def predict_actions(
+    action_probs: Callable[[np.ndarray, float], np.ndarray], observation: Any, deterministic: bool
+) -> np.ndarray:
+    """SB3-style ``predict`` for a policy given by its ``action_probs(histories, temperature)``.
+
+    :param observation: one history ``(20,)`` or a batch ``(N, 20)``.
+    :param deterministic: the most probable action (ties to the lowest index), else a sample at
+        temperature 1 drawn with torch's global generator (so it follows ``torch.manual_seed``).
+    :return: an action (scalar array) for one history, ``(N,)`` actions for a batch.
+    """
+    obs = np.asarray(observation)
+    single = obs.ndim == 1
+    batch = obs[None] if single else obs
+    if deterministic:
+        actions = action_probs(batch, 0.0).argmax(axis=1)
+    else:
+        p = torch.from_numpy(action_probs(batch, 1.0))
+        actions = torch.multinomial(p, 1).squeeze(1).numpy()
+    return actions[0] if single else actions
+
+
 class AgentPolicy:
     """A :class:`~agents.transformer.SplitSeqTransformer` seen as a policy over the odd token.
 
@@ -83,15 +105,7 @@ class AgentPolicy:
         deterministic: bool = True,
     ) -> tuple[np.ndarray, None]:
         """Actions for one observation ``(20,)`` or a batch ``(N, 20)``, as SB3's ``predict``."""
-        obs = np.asarray(observation)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if deterministic:
-            actions = self.action_probs(batch, 0.0).argmax(axis=1)
-        else:
-            p = torch.from_numpy(self.action_probs(batch, 1.0))
-            actions = torch.multinomial(p, 1).squeeze(1).numpy()  # follows torch.manual_seed
-        return (actions[0] if single else actions), None
+        return predict_actions(self.action_probs, observation, deterministic), None
 
     def __repr__(self) -> str:
         desc = ", ".join(f"{k}={self.meta[k]!r}" for k in ("size", "seed", "task", "method") if k in self.meta)

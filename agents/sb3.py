@@ -58,7 +58,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from agents.checkpoint import CheckpointError, load_model, save_checkpoint
-from agents.policy import _as_tokens, probs_from_logits
+from agents.policy import _as_tokens, predict_actions, probs_from_logits
 from agents.sb3_vec_env import SB3VecEnv, make_sb3_vec_env
 from agents.transformer import SIZES, SplitSeqTransformer, TransformerConfig, config_for
 from seqenv.sequence import CONTEXT, N_OUT, VOCAB, natural_histories, transition_probs
@@ -382,15 +382,7 @@ class SB3Policy:
         deterministic: bool = True,
     ) -> tuple[np.ndarray, None]:
         """Actions for one observation ``(20,)`` or a batch ``(N, 20)``, as SB3's ``predict``."""
-        obs = np.asarray(observation)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if deterministic:
-            actions = self.action_probs(batch, 0.0).argmax(axis=1)
-        else:
-            p = th.from_numpy(self.action_probs(batch, 1.0))
-            actions = th.multinomial(p, 1).squeeze(1).numpy()
-        return (actions[0] if single else actions), None
+        return predict_actions(self.action_probs, observation, deterministic), None
 
     def __repr__(self) -> str:
         desc = ", ".join(f"{k}={self.meta[k]!r}" for k in ("method", "policy", "size", "task", "seed") if k in self.meta)
