@@ -18,8 +18,9 @@ from scipy import stats
 
 from measures import monte_carlo
 from measures.baselines import baseline_name, check_baseline, reference_probs
+from measures.intervals import bca_interval
 from measures.policies import Policy, action_probabilities, check_temperature
-from measures.split import Draws, estimate
+from measures.split import Draws, estimate, jackknife
 from measures.theory import imp_min, op_theory
 from seqenv.sequence import CONTEXT, N_OUT, natural_histories, transition_probs, validate_histories
 from seqenv.tasks import GoodSpec, good_mask, task_name
@@ -54,8 +55,8 @@ class MeasureResult:
     :param method: ``"exact"`` or ``"monte_carlo"``.
     :param baseline: the comparison future's name.
     :param temperature: 0 = greedy.
-    :param ci: 95% (``ci_level``) interval per figure: percentile bootstrap over histories (exact) or a
-        Student-t interval over repeats (Monte Carlo).
+    :param ci: 95% (``ci_level``) interval per figure: BCa bootstrap over histories (exact; bias-corrected
+        and accelerated, see :mod:`measures.intervals`) or a Student-t interval over repeats (Monte Carlo).
     :param se: standard error per figure: bootstrap standard deviation (exact) or std over repeats / sqrt(R).
     :param n_resamples: bootstrap resamples (exact) or repeats (Monte Carlo) behind ``ci`` and ``se``.
     :param ci_level: coverage of ``ci``.
@@ -109,8 +110,10 @@ class MeasureResult:
 class Evaluation:
     """Everything one run computes before it is split into per-task results (used by cross and identify).
 
-    ``draws``: figures per resample (exact: row 0 the sample, rows 1.. bootstrap) or per repeat (Monte Carlo).
-    ``op``/``imp`` ``(B,)``; ``s``/``s_prime``/``op_theory``/``imp_min`` ``(B, K)``.
+    ``figures``: per resample (exact: row 0 the sample, rows 1.. bootstrap) or per repeat (Monte Carlo).
+    ``op``/``imp`` ``(B,)``; ``s``/``s_prime``/``op_theory``/``imp_min`` ``(B, K)``. ``jackknife`` (exact,
+    with a bootstrap): the same figures with histories left out, and ``jack_weights`` their multiplicities,
+    for the BCa acceleration.
     """
 
     tasks: tuple[str, ...]
@@ -121,6 +124,8 @@ class Evaluation:
     temperature: float
     n: int
     ci_level: float
+    jackknife: dict[str, np.ndarray] | None = None
+    jack_weights: np.ndarray | None = None
 
     def point(self, name: str) -> np.ndarray:
         """The estimate of a figure: the full sample (exact) or the mean over repeats (Monte Carlo)."""
@@ -136,7 +141,8 @@ class Evaluation:
             if len(boot) < 2:
                 nan = np.full(v.shape[1:], np.nan)
                 return nan, nan, nan
-            lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+            jack = None if self.jackknife is None else self.jackknife[name]
+            lo, hi = bca_interval(v[0], boot, jack, self.jack_weights, self.ci_level)
             return lo, hi, boot.std(axis=0, ddof=1)
         se = v.std(axis=0, ddof=1) / np.sqrt(len(v))
         half = stats.t.ppf(1 - alpha / 2, df=len(v) - 1) * se
@@ -208,7 +214,7 @@ def _check_seed(seed: Any) -> None:
 
 
 def child_rng(seed: int | None, stream: int) -> np.random.Generator:
-    """An independent generator for one use of ``seed`` (1: bootstrap, 2: Monte Carlo sampling)."""
+    """An independent generator for one use of ``seed`` (1: bootstrap, 2: Monte Carlo sampling, 3: jackknife)."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
 
 
@@ -247,6 +253,7 @@ def evaluate(
             "world= is a black-box sampler for method='monte_carlo'; the exact method uses T itself"
         )
     names = tuple(task_name(task) for task in tasks)
+    jack, jack_weights = None, None
     masks = np.stack([good_mask(task) for task in tasks]).astype(np.float64)
     p = masks.sum(axis=1) / N_OUT
     n_hist = N_HISTORIES[method] if n_histories is None else n_histories
@@ -254,8 +261,12 @@ def evaluate(
         h = resolve_histories(histories, n_hist, seed)
         pi = action_probabilities(policy, h, t)
         rho = reference_probs(baseline, h, t, token)
-        draws = estimate(pi, [transition_probs(h)], rho, masks, n_bootstrap, child_rng(seed, 1))
+        world_t = transition_probs(h)
+        draws = estimate(pi, [world_t], rho, masks, n_bootstrap, child_rng(seed, 1))
         figures = _figures_from(draws, p, world_index=0)
+        if n_bootstrap >= 2:
+            jd, jack_weights = jackknife(pi, [world_t], rho, masks, child_rng(seed, 3))
+            jack = _figures_from(jd, p, world_index=0)
         n = len(h)
     else:
         if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 2:
@@ -288,6 +299,8 @@ def evaluate(
         temperature=t,
         n=n,
         ci_level=ci_level,
+        jackknife=jack,
+        jack_weights=jack_weights,
     )
 
 

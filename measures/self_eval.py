@@ -20,6 +20,7 @@ from scipy.special import rel_entr
 
 from measures.api import _check_seed, child_rng, resolve_histories
 from measures.baselines import baseline_name, check_baseline, reference_probs
+from measures.intervals import bca_interval
 from measures.policies import (
     Policy,
     action_probabilities,
@@ -28,7 +29,7 @@ from measures.policies import (
     module_outputs,
     probs_from_logits,
 )
-from measures.split import estimate
+from measures.split import Draws, estimate, jackknife
 from measures.theory import imp_min
 from seqenv.sequence import N_OUT, VOCAB, transition_probs
 from seqenv.tasks import GoodSpec, good_mask, task_name
@@ -47,7 +48,7 @@ class SelfEvaluation:
         (dropped by the renormalisation).
     :param world_kl: ``mean_i sum_a pi(a|h_i) KL(T(.|h_i, a) || T_model(.|h_i, a))``: how wrong the model's
         world is on the actions it takes (nats).
-    :param ci: intervals of every figure and of ``op_error = op_self - op`` and ``imp_error = imp_self - imp``.
+    :param ci: BCa bootstrap intervals of every figure and of ``op_error = op_self - op`` and ``imp_error = imp_self - imp``.
     """
 
     op: float
@@ -125,6 +126,27 @@ def model_world(model: Any, histories: np.ndarray) -> tuple[np.ndarray, float]:
     return even / total, float(1.0 - total.mean())
 
 
+def _figures(d: Draws) -> dict[str, np.ndarray]:
+    """Per-row figures of :func:`self_evaluate` from draws over the worlds ``[true, predicted]``."""
+    figs = {
+        "op": d.op[:, 0],
+        "op_self": d.op[:, 1],
+        "imp": d.imp[:, 0],
+        "imp_self": d.imp[:, 1],
+        "success": d.s[:, 0, 0],
+        "success_self": d.s[:, 1, 0],
+        "baseline_success": d.s_prime[:, 0, 0],
+        "baseline_success_self": d.s_prime[:, 1, 0],
+    }
+    figs["imp_min"] = imp_min(np.clip(figs["success"], 0, 1), np.clip(figs["baseline_success"], 0, 1))
+    figs["imp_min_self"] = imp_min(
+        np.clip(figs["success_self"], 0, 1), np.clip(figs["baseline_success_self"], 0, 1)
+    )
+    figs["op_error"] = figs["op_self"] - figs["op"]
+    figs["imp_error"] = figs["imp_self"] - figs["imp"]
+    return figs
+
+
 def self_evaluate(
     model: Any,
     task: GoodSpec = "ngood4",
@@ -159,28 +181,14 @@ def self_evaluate(
     true_world = transition_probs(h)
     predicted, odd_mass = model_world(model, h)
     mask = good_mask(task).astype(np.float64)[None]
-    d = estimate(pi, [true_world, predicted], rho, mask, n_bootstrap, child_rng(seed, 1))
-    figs = {
-        "op": d.op[:, 0],
-        "op_self": d.op[:, 1],
-        "imp": d.imp[:, 0],
-        "imp_self": d.imp[:, 1],
-        "success": d.s[:, 0, 0],
-        "success_self": d.s[:, 1, 0],
-        "baseline_success": d.s_prime[:, 0, 0],
-        "baseline_success_self": d.s_prime[:, 1, 0],
-    }
-    figs["imp_min"] = imp_min(np.clip(figs["success"], 0, 1), np.clip(figs["baseline_success"], 0, 1))
-    figs["imp_min_self"] = imp_min(
-        np.clip(figs["success_self"], 0, 1), np.clip(figs["baseline_success_self"], 0, 1)
-    )
-    figs["op_error"] = figs["op_self"] - figs["op"]
-    figs["imp_error"] = figs["imp_self"] - figs["imp"]
+    worlds = [true_world, predicted]
+    figs = _figures(estimate(pi, worlds, rho, mask, n_bootstrap, child_rng(seed, 1)))
     ci = {}
     if n_bootstrap >= 2:
-        alpha = 1 - ci_level
+        jd, jack_weights = jackknife(pi, worlds, rho, mask, child_rng(seed, 3))
+        jack = _figures(jd)
         for name, v in figs.items():
-            lo, hi = np.percentile(v[1:], [100 * alpha / 2, 100 * (1 - alpha / 2)])
+            lo, hi = bca_interval(v[0], v[1:], jack[name], jack_weights, ci_level)
             ci[name] = (float(lo), float(hi))
     world_kl = float(np.einsum("na,na->", pi, rel_entr(true_world, predicted).sum(axis=-1)) / len(h))
     return SelfEvaluation(

@@ -256,7 +256,10 @@ def test_bootstrap_intervals_are_seeded_bracket_the_estimate_and_shrink_with_n()
     for name in ("op", "imp", "success", "op_theory", "excess_op"):
         lo, hi = small.ci[name]
         assert lo <= getattr(small, name) <= hi, name
-        # 4x the histories: about half the width (1.5..2.7 allows for the 1000-resample noise)
+    # 4x the histories: about half the width (1.5..2.7 allows for the 1000-resample noise). Not excess_op:
+    # at 512 histories its bias is as large as its spread (z0 ~ 1.2), and BCa takes the interval from the
+    # bootstrap distribution's narrow upper tail.
+    for name in ("op", "imp", "success", "op_theory"):
         ratio = (small.ci[name][1] - small.ci[name][0]) / (large.ci[name][1] - large.ci[name][0])
         assert 1.5 < ratio < 2.7, name
     assert small.se["op"] == pytest.approx((small.ci["op"][1] - small.ci["op"][0]) / (2 * 1.96), rel=0.25)
