@@ -22,6 +22,7 @@ Check: ``A = P``, ``F = P - (1 - k) A`` gives ``C = k``, ``Op = -ln k``, ``Imp =
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -147,8 +148,12 @@ def jacobians(
     jac = torch.func.jacrev if mode == "rev" else torch.func.jacfwd
     p = torch.as_tensor(p, dtype=torch.float64).detach()
     a = f(p).detach()
-    j_g = jac(lambda q: g(a, q))(p)
-    j_h = jac(lambda q: g(f(q), q))(p)
+    with warnings.catch_warnings():
+        # torch's forward-mode AD scripts a helper with torch.jit.script on use, which warns about its own
+        # deprecation: nothing a caller of this function can act on
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        j_g = jac(lambda q: g(a, q))(p)
+        j_h = jac(lambda q: g(f(q), q))(p)
     n_p = p.numel()
     return Jacobians(
         j_g.reshape(-1, n_p).detach().cpu().numpy().astype(np.float64),
