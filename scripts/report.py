@@ -35,16 +35,31 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def train_steps(root: Path, checkpoints: pd.Series) -> list[Any]:
+    """The optimizer steps of the training that made each checkpoint, read from the checkpoint itself (so the
+    table states what was run, not what the presets say today); ``pd.NA`` for reference policies."""
+    from agents.checkpoint import load_checkpoint
+
+    steps: dict[str, Any] = {}
+    for c in checkpoints.unique():
+        if not isinstance(c, str) or not c:
+            continue
+        meta = load_checkpoint(root / c)["meta"]
+        steps[c] = meta.get("finetune", meta.get("pretrain", {})).get("steps", pd.NA)
+    return [steps.get(c, pd.NA) if isinstance(c, str) else pd.NA for c in checkpoints]
+
+
 def collect(root: str | os.PathLike, units: list[Any]) -> pd.DataFrame:
     """Concatenate the measurement units' files (in plan order) into the results table."""
     from scripts.reproduce import RESULT_COLUMNS
 
     root = Path(root)
     df = pd.concat([read_csv(root / u.output) for u in units], ignore_index=True)
+    df["train_steps"] = train_steps(root, df["checkpoint"])
     missing = [c for c in RESULT_COLUMNS if c not in df]
     if missing:
         raise ValueError(f"measurement files lack columns {missing}")
-    for col in ("seed", "params"):  # integers, empty for the reference policies
+    for col in ("seed", "params", "train_steps"):  # integers, empty for the reference policies
         df[col] = pd.to_numeric(df[col]).where(df["kind"] != "reference").astype("Int64")
     return df[list(RESULT_COLUMNS) + [c for c in df.columns if c not in RESULT_COLUMNS]]
 
@@ -247,21 +262,20 @@ def headline_table(ident: dict, corr: dict, bound: dict, floor: dict) -> str:
 
 def render(df: pd.DataFrame, sweep: Any, root: Path, figures: list[Path]) -> str:
     """The markdown of ``report.md``."""
-    from scripts.reproduce import git_commit, pretrain_config
+    from scripts.reproduce import git_commit
 
     ident = headline_identification(df)
     corr = headline_op_correlation(df)
     bound = headline_imp_bound(df)
     frac = headline_success_fraction(df)
     floor = headline_natural_floor(df)
-    steps = ", ".join(f"{s} {pretrain_config(sweep, s, 0).steps}" for s in sweep.sizes)
-    ft_steps = ", ".join(f"{s} {_finetune_steps(sweep, s)}" for s in sweep.sizes)
+    steps, ft_steps = budget_text(df, sweep.sizes, sweep.tasks)
     lines = [
         f"# SplitSeq: reproduction of the post ({sweep.preset} preset)",
         "",
         f"Sizes {', '.join(sweep.sizes)} × seeds {', '.join(map(str, sweep.seeds))} × tasks {', '.join(sweep.tasks)}; "
         f"pretraining steps: {steps}; finetuning ({sweep.method}) steps: {ft_steps}"
-        + (f" (step budgets scaled by {sweep.steps_scale:g})" if sweep.steps_scale != 1 else "") + ". "
+        + (f" (the preset's budgets scaled by {sweep.steps_scale:g})" if sweep.steps_scale != 1 else "") + ". "
         f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
         f"histories (seed {sweep.eval_seed}). Written {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` "
         f"({os.cpu_count()} CPUs), commit `{git_commit() or 'unknown'}`, {sweep.threads} torch thread(s) per unit.",
@@ -304,10 +318,25 @@ def render(df: pd.DataFrame, sweep: Any, root: Path, figures: list[Path]) -> str
     return "\n".join(lines)
 
 
-def _finetune_steps(sweep: Any, size: str) -> Any:
-    from scripts.reproduce import finetune_config
+def budget_text(df: pd.DataFrame, sizes: Any, tasks: Any) -> tuple[str, str]:
+    """``("tiny 6000, ...", "tiny 3200, ...")``: pretraining and finetuning steps per size as run (from the
+    table's ``train_steps``), finetuning per task where the tasks differ."""
 
-    return finetune_config(sweep, size, 0, sweep.tasks[0]).steps
+    def steps(rows: pd.DataFrame) -> str:
+        values = sorted({int(v) for v in rows["train_steps"].dropna()})
+        return "/".join(map(str, values)) or "?"
+
+    pre, fine = [], []
+    for size in sizes:
+        mine = df[df["size"] == size]
+        pre.append(f"{size} {steps(mine[mine['kind'] == 'pretrained'])}")
+        own = mine[(mine["kind"] == "finetuned") & (mine["train_task"] == mine["eval_task"])]
+        per_task = {t: steps(own[own["train_task"] == t]) for t in tasks}
+        if len(set(per_task.values())) == 1:
+            fine.append(f"{size} {next(iter(per_task.values()))}")
+        else:
+            fine.append(f"{size} " + " / ".join(f"{t} {v}" for t, v in per_task.items()))
+    return ", ".join(pre), ", ".join(fine)
 
 
 def build(root: str | os.PathLike, sweep: Any, measure_units: list[Any]) -> Path:

@@ -56,7 +56,7 @@ SIZE_ORDER: tuple[str, ...] = ("tiny", "small", "medium", "large")
 
 #: columns of ``results.csv``, in order (one row per model and evaluation task)
 RESULT_COLUMNS: tuple[str, ...] = (
-    "model", "kind", "size", "params", "seed", "train_task", "eval_task", "p",
+    "model", "kind", "size", "params", "seed", "train_task", "train_steps", "eval_task", "p",
     "success", "success_lo", "success_hi", "baseline_success",
     "op", "op_lo", "op_hi", "op_theory", "excess_op",
     "imp", "imp_lo", "imp_hi", "imp_min",
