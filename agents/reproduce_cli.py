@@ -44,8 +44,8 @@ def load_pipeline() -> ModuleType:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``splitseq reproduce`` (also used by ``python -m scripts.reproduce``)."""
-    p.add_argument("--preset", choices=PRESETS, default="quick",
-                   help="quick: tiny, one seed, the three tasks (minutes); full: 4 sizes x 5 seeds x 3 tasks")  # fmt: skip
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help="quick (default): tiny, one seed, the three tasks (minutes); full: 4 sizes x 5 seeds x 3 tasks")  # fmt: skip
     p.add_argument("--out", required=True, help="sweep directory (created; run the same command again to resume)")
     p.add_argument("--workers", type=int, default=None,
                    help="units in flight at once: local default 1 (in this process), more use a process pool; "
@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-histories", type=int, default=None,
                    help="evaluation histories shared by every model (default 8192)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-unit log lines")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="combine finished sweeps that differ only in their seeds (e.g. run on separate machines) "
+                   "into --out, then write its results, figures and report")  # fmt: skip
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:

@@ -732,13 +732,125 @@ def _log_run(root: Path, summary: SweepSummary, workers: int, backend: str) -> N
     _save_csv(pd.concat([old, row], ignore_index=True) if old is not None else row, path)
 
 
+# ----------------------------------------------------------------------------------------------- merging
+def merge_sweeps(
+    out: str | os.PathLike, sources: list[str | os.PathLike], preset: str | None = None
+) -> SweepConfig:
+    """Combine finished sweeps that differ only in their seeds into one sweep directory ``out``.
+
+    For seeds run on separate machines without a shared file system (``--seeds 0`` on one, ``--seeds 1`` on
+    another, ...): every source must hold a finished sweep (its report aside) with the same settings but
+    disjoint seeds, measured on byte-identical histories. Their files are copied into ``out`` with their
+    modification times, so the merged directory is a finished sweep of all the seeds; ``runs.csv`` keeps
+    every source's invocations (with a ``source`` column) and the timing records come along. The report is
+    not built here: :func:`run_sweep` on the returned config builds it and runs nothing else.
+
+    :param out: the merged sweep directory (new, or a previous merge of the same sources).
+    :param sources: sweep directories to merge (at least two).
+    :param preset: if given, the preset the sources must have run.
+    :return: the merged :class:`SweepConfig` (the sources' settings, every seed).
+    """
+    import shutil
+
+    roots = [Path(src).resolve() for src in sources]
+    if len(roots) < 2:
+        raise ValueError(f"merging needs at least two sweep directories, got {len(roots)}")
+    configs = []
+    for r in roots:
+        if not (r / "sweep.json").is_file():
+            raise ValueError(f"{r} is not a sweep directory (no sweep.json)")
+        configs.append(SweepConfig.from_dict(json.loads((r / "sweep.json").read_text())))
+    base = configs[0].to_dict()
+    if preset is not None and preset != base["preset"]:
+        raise ValueError(f"preset {preset!r} asked for, but {roots[0]} ran the {base['preset']!r} preset")
+    for r, c in zip(roots[1:], configs[1:]):
+        diff = sorted(k for k, v in c.to_dict().items() if k != "seeds" and v != base[k])
+        if diff:
+            changes = ", ".join(f"{k}: {base[k]!r} vs {c.to_dict()[k]!r}" for k in diff)
+            raise ValueError(f"{r} differs from {roots[0]} in more than its seeds ({changes})")
+    seen: dict[int, Path] = {}
+    for r, c in zip(roots, configs):
+        for seed in c.seeds:
+            if seed in seen:
+                raise ValueError(f"seed {seed} is in both {seen[seed]} and {r}; merged sweeps must not share seeds")
+            seen[seed] = r
+    for r, c in zip(roots, configs):
+        left = [u.name for u in units_to_run(r, plan(c)) if u.kind != "report"]
+        if left:
+            raise ValueError(
+                f"{r} is not finished: {len(left)} units left (first: {left[0]}); rerun its sweep to finish it"
+            )
+    histories = [(r / "histories.npy").read_bytes() for r in roots]
+    for r, h in zip(roots[1:], histories[1:]):
+        if h != histories[0]:
+            raise ValueError(f"{r}/histories.npy differs from {roots[0]}/histories.npy")
+    merged = SweepConfig.from_dict({**base, "seeds": sorted(seen)})
+    root = Path(out).resolve()
+    if root in roots:
+        raise ValueError(f"--out {root} is one of the sources; merge into a new directory")
+    root.mkdir(parents=True, exist_ok=True)
+    lock = _Lock(root)
+    try:
+        _check_sweep_file(root, merged)
+        # shared units from the source with the oldest histories, so every copied measurement is newer
+        first = min(range(len(roots)), key=lambda i: (roots[i] / "histories.npy").stat().st_mtime_ns)
+        runs = []
+        for i, (r, c) in enumerate(zip(roots, configs)):
+            for u in plan(c):
+                if u.kind == "report" or (u.kind in ("histories", "reference") and i != first):
+                    continue
+                files = [Path(u.output), timing_path(Path(), u)]
+                if u.kind in ("pretrain", "finetune"):
+                    files += [Path(u.output + ".history.csv")]
+                for f in files:
+                    if (r / f).is_file():
+                        _copy_atomic(r / f, root / f)
+                if u.kind in ("pretrain", "finetune") and (r / "tb" / u.model).is_dir():
+                    shutil.copytree(r / "tb" / u.model, root / "tb" / u.model, dirs_exist_ok=True)
+            if (r / "runs.csv").is_file():
+                runs.append(pd.read_csv(r / "runs.csv").assign(source=str(r)))
+        if runs:
+            _save_csv(pd.concat(runs, ignore_index=True), root / "runs.csv")
+    finally:
+        lock.release()
+    return merged
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` with its modification time, via a temporary file a killed run leaves behind
+    only as ``.<name>.<random>.tmp`` (removed by the next run), never as a half-written ``dst``."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.{os.urandom(4).hex()}.tmp"
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 def main_args(args: argparse.Namespace) -> int:
     """Run a sweep from parsed arguments; ``0`` on success, ``1`` if units failed."""
-    sweep = SweepConfig.from_preset(
-        args.preset, sizes=args.sizes, seeds=args.seeds, tasks=args.tasks, n_histories=args.n_histories,
-        steps_scale=args.steps_scale, threads=args.threads, method=args.method,
-    )  # fmt: skip
+    if args.merge:
+        given = [f"--{k.replace('_', '-')}" for k in ("sizes", "seeds", "tasks", "n_histories", "steps_scale",
+                                                       "threads", "method") if getattr(args, k) is not None]  # fmt: skip
+        if given:
+            print(f"reproduce: --merge takes the settings from the merged sweeps; drop {', '.join(given)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        try:
+            sweep = merge_sweeps(args.out, args.merge, preset=args.preset)
+        except ValueError as e:
+            print(f"reproduce: {e}", file=sys.stderr)
+            return 2
+        args.workers = None  # only the report is left, and it runs in this process
+    else:
+        sweep = SweepConfig.from_preset(
+            args.preset or "quick", sizes=args.sizes, seeds=args.seeds, tasks=args.tasks, n_histories=args.n_histories,
+            steps_scale=args.steps_scale, threads=args.threads, method=args.method,
+        )  # fmt: skip
     try:
         run_sweep(args.out, sweep, workers=args.workers, backend=args.backend, progress=not args.no_progress,
                   ray_address=args.ray_address)  # fmt: skip

@@ -36,6 +36,7 @@ from scripts.reproduce import (
     run_sweep,
     units_to_run,
 )
+from scripts.reproduce import main as reproduce_main
 from seqenv.sequence import natural_histories
 
 torch.set_num_threads(1)
@@ -221,6 +222,56 @@ def test_a_newer_input_makes_its_dependants_stale(sweep_dir, tmp_path):
     }  # fmt: skip
     (root / "measures/reference.csv").unlink()
     assert {u.name for u in units_to_run(root, units)} == stale | {"measure:reference"}
+
+
+def test_sweeps_of_other_seeds_merge_into_one_finished_sweep(sweep_dir, tmp_path):
+    # seed 1 run apart (as on another machine), then merged with the seed-0 sweep through the CLI
+    other = tmp_path / "seed1"
+    run_sweep(other, SweepConfig.from_preset("quick", steps_scale=SCALE, n_histories=N_HIST, seeds=(1,)),
+              workers=1, progress=False)  # fmt: skip
+    out = tmp_path / "merged"
+    assert reproduce_main(["--merge", str(sweep_dir), str(other), "--out", str(out), "--no-progress"]) == 0
+    merged_cfg = SweepConfig.from_dict(json.loads((out / "sweep.json").read_text()))
+    assert merged_cfg == SweepConfig.from_preset("quick", steps_scale=SCALE, n_histories=N_HIST, seeds=(0, 1))
+    merged = report.read_csv(out / "results.csv")
+
+    def refs(df: pd.DataFrame) -> pd.DataFrame:
+        return df[df["kind"] == "reference"].reset_index(drop=True)
+
+    for src, seed in ((sweep_dir, 0), (other, 1)):
+        mine = report.read_csv(src / "results.csv")
+        rows = merged[merged["seed"] == seed].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, mine[mine["seed"] == seed].reset_index(drop=True), check_exact=True)
+        pd.testing.assert_frame_equal(refs(merged), refs(mine), check_exact=True)
+        for ckpt in mine["checkpoint"][mine["checkpoint"] != ""]:
+            assert (out / ckpt).read_bytes() == (src / ckpt).read_bytes()
+    # a finished sweep of both seeds: only the report was built, and a rerun has nothing to do
+    timings = pd.read_csv(out / "timings.csv")
+    assert timings["wall_s"].notna().all() and set(timings["unit"]) == {u.name for u in plan(merged_cfg)}
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs["source"].dropna()) == {str(sweep_dir.resolve()), str(other.resolve())}
+    assert runs["units_run"].iloc[-1] == 1  # the merged report
+    assert run_sweep(out, merged_cfg, workers=1, progress=False).ran == []
+    assert "seeds 0, 1" in (out / "report.md").read_text()
+
+
+def test_merging_refuses_sweeps_that_do_not_fit_together(sweep_dir, tmp_path, capsys):
+    def merge(*dirs: Path, extra: tuple[str, ...] = ()) -> str:
+        assert reproduce_main(["--merge", *map(str, dirs), "--out", str(tmp_path / "m"), *extra]) == 2
+        return capsys.readouterr().err
+
+    assert "seed 0 is in both" in merge(sweep_dir, sweep_dir)
+    changed = tmp_path / "changed"
+    shutil.copytree(sweep_dir, changed)
+    cfg = json.loads((changed / "sweep.json").read_text())
+    (changed / "sweep.json").write_text(json.dumps({**cfg, "seeds": [1], "n_histories": 256}))
+    assert "n_histories: 512 vs 256" in merge(sweep_dir, changed)
+    (changed / "sweep.json").write_text(json.dumps({**cfg, "seeds": [1]}))
+    assert "is not finished" in merge(sweep_dir, changed)  # its files are seed 0's: seed 1 has no models
+    assert "drop --seeds" in merge(sweep_dir, changed, extra=("--seeds", "3"))
+    assert "ran the 'quick' preset" in merge(sweep_dir, changed, extra=("--preset", "full"))
+    assert "at least two" in merge(sweep_dir)
+    assert not (tmp_path / "m" / "results.csv").exists()
 
 
 def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_results(sweep_dir, tmp_path):
