@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="quick (default): tiny, one seed, the three tasks (minutes); full: 4 sizes x 5 seeds x 3 tasks")  # fmt: skip
     p.add_argument("--out", required=True, help="sweep directory (created; run the same command again to resume)")
     p.add_argument("--workers", type=int, default=None,
-                   help="units in flight at once: local default 1 (in this process), more use a process pool; "
-                   "ray default: as many as the cluster's CPUs allow")  # fmt: skip
+                   help="units in flight at once: local default one per CPU (a process pool; 1 runs them in this "
+                   "process); ray default: as many as the cluster's CPUs allow")  # fmt: skip
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local process pool, or Ray tasks (pip install 'splitseq[ray]')")  # fmt: skip
     p.add_argument("--ray-address", default=None, help="address of a Ray cluster (default: start a local instance)")

@@ -831,6 +831,12 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- CLI
+def default_workers(threads: int = 1) -> int:
+    """The command line's local pool size: the CPUs this process may use, ``threads`` per unit."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, threads))
+
+
 def main_args(args: argparse.Namespace) -> int:
     """Run a sweep from parsed arguments; ``0`` on success, ``1`` if units failed."""
     if args.merge:
@@ -851,6 +857,8 @@ def main_args(args: argparse.Namespace) -> int:
             args.preset or "quick", sizes=args.sizes, seeds=args.seeds, tasks=args.tasks, n_histories=args.n_histories,
             steps_scale=args.steps_scale, threads=args.threads, method=args.method,
         )  # fmt: skip
+    if args.workers is None and args.backend == "local" and not args.merge:
+        args.workers = default_workers(sweep.threads)
     try:
         run_sweep(args.out, sweep, workers=args.workers, backend=args.backend, progress=not args.no_progress,
                   ray_address=args.ray_address)  # fmt: skip
