@@ -626,6 +626,7 @@ def run_sweep(
     root.mkdir(parents=True, exist_ok=True)
     lock = _Lock(root)
     t_start = time.perf_counter()
+    started_at, commit = time.strftime("%Y-%m-%d %H:%M:%S"), git_commit()  # the code this invocation runs
     try:
         _check_sweep_file(root, sweep)
         _remove_temporaries(root)
@@ -708,7 +709,7 @@ def run_sweep(
         bar.close()
         write_timings(root, units)
         summary.wall_s = time.perf_counter() - t_start
-        _log_run(root, summary, workers, backend)
+        _log_run(root, summary, workers, backend, started_at, commit)
         say(f"reproduce: {len(summary.ran)} units in {summary.wall_s / 60:.1f} min -> {root / 'report.md'}")
         if summary.failed:
             details = "\n\n".join(f"--- {k}\n{v}" for k, v in summary.failed.items())
@@ -720,11 +721,14 @@ def run_sweep(
         lock.release()
 
 
-def _log_run(root: Path, summary: SweepSummary, workers: int, backend: str) -> None:
-    """Append this invocation to ``DIR/runs.csv`` (commit, machine, wall time) for the record."""
+def _log_run(
+    root: Path, summary: SweepSummary, workers: int | None, backend: str, started: str, commit: str
+) -> None:
+    """Append this invocation to ``DIR/runs.csv`` (start, end, the commit checked out when it started,
+    machine, wall time) for the record."""
     path = root / "runs.csv"
     row = pd.DataFrame([{
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit(), "host": platform.node(),
+        "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit, "host": platform.node(),
         "cpus": os.cpu_count(), "workers": workers, "backend": backend, "units_run": len(summary.ran),
         "units_failed": len(summary.failed), "wall_s": round(summary.wall_s, 2),
     }])  # fmt: skip
