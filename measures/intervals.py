@@ -67,9 +67,10 @@ def bca_interval(
     :param jack: ``(J, *S)`` jackknife values for the acceleration (``None``: ``a = 0``, the BC interval).
     :param jack_weights: ``(J,)`` multiplicities of the jackknife rows.
     :param level: coverage, in (0, 1).
-    :return: ``(lo, hi)``, each of shape ``S`` (numpy scalars for a scalar estimate); NaN where the estimate is NaN. ``z0`` comes from the share of
-        replicates below the estimate (ties count half), kept within ``[1/(2B), 1 - 1/(2B)]`` so that an
-        estimate outside every replicate still gives a finite interval (the outermost replicates).
+    :return: ``(lo, hi)``, each of shape ``S`` (numpy scalars for a scalar estimate); NaN where the
+        estimate is NaN. ``z0`` comes from the share of replicates below the estimate (ties count half),
+        kept within ``[1/(2B), 1 - 1/(2B)]`` so that an estimate outside every replicate still gives a
+        finite interval (the outermost replicates).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
@@ -84,9 +85,9 @@ def bca_interval(
     tie = np.abs(boot - est) <= _TIE * (1.0 + np.abs(est))
     below = ((boot < est) & ~tie).sum(axis=0) + 0.5 * tie.sum(axis=0)
     z0 = ndtri(np.clip(below / b, 0.5 / b, 1 - 0.5 / b))
-    a = np.zeros_like(est) if jack is None else acceleration(jack, jack_weights)
     if jack is not None and np.shape(jack)[1:] != est.shape:
         raise ValueError(f"jack must have shape (J, *{est.shape}), got {np.shape(jack)}")
+    a = np.zeros_like(est) if jack is None else acceleration(jack, jack_weights)
     out = []
     for z in ndtri(np.array([(1 - level) / 2, (1 + level) / 2])):
         t = z0 + z

@@ -48,7 +48,8 @@ class SelfEvaluation:
         (dropped by the renormalisation).
     :param world_kl: ``mean_i sum_a pi(a|h_i) KL(T(.|h_i, a) || T_model(.|h_i, a))``: how wrong the model's
         world is on the actions it takes (nats).
-    :param ci: BCa bootstrap intervals of every figure and of ``op_error = op_self - op`` and ``imp_error = imp_self - imp``.
+    :param ci: BCa bootstrap intervals of every figure and of ``op_error = op_self - op`` and
+        ``imp_error = imp_self - imp``.
     """
 
     op: float
