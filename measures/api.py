@@ -20,7 +20,7 @@ from measures import monte_carlo
 from measures.baselines import baseline_name, check_baseline, reference_probs
 from measures.intervals import bca_interval
 from measures.policies import Policy, action_probabilities, check_temperature
-from measures.split import Draws, estimate, jackknife
+from measures.split import Draws, estimate, group_histories, jackknife
 from measures.theory import imp_min, op_theory
 from seqenv.sequence import CONTEXT, N_OUT, natural_histories, transition_probs, validate_histories
 from seqenv.tasks import GoodSpec, good_mask, task_name
@@ -262,10 +262,11 @@ def evaluate(
         pi = action_probabilities(policy, h, t)
         rho = reference_probs(baseline, h, t, token)
         world_t = transition_probs(h)
-        draws = estimate(pi, [world_t], rho, masks, n_bootstrap, child_rng(seed, 1))
+        g = group_histories(pi, [world_t], rho) if n_bootstrap > 0 else None
+        draws = estimate(pi, [world_t], rho, masks, n_bootstrap, child_rng(seed, 1), groups=g)
         figures = _figures_from(draws, p, world_index=0)
         if n_bootstrap >= 2:
-            jd, jack_weights = jackknife(pi, [world_t], rho, masks, child_rng(seed, 3))
+            jd, jack_weights = jackknife(g, masks, child_rng(seed, 3))
             jack = _figures_from(jd, p, world_index=0)
         n = len(h)
     else:

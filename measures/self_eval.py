@@ -29,7 +29,7 @@ from measures.policies import (
     module_outputs,
     probs_from_logits,
 )
-from measures.split import Draws, estimate, jackknife
+from measures.split import Draws, estimate, group_histories, jackknife
 from measures.theory import imp_min
 from seqenv.sequence import N_OUT, VOCAB, transition_probs
 from seqenv.tasks import GoodSpec, good_mask, task_name
@@ -183,10 +183,11 @@ def self_evaluate(
     predicted, odd_mass = model_world(model, h)
     mask = good_mask(task).astype(np.float64)[None]
     worlds = [true_world, predicted]
-    figs = _figures(estimate(pi, worlds, rho, mask, n_bootstrap, child_rng(seed, 1)))
+    g = group_histories(pi, worlds, rho) if n_bootstrap > 0 else None
+    figs = _figures(estimate(pi, worlds, rho, mask, n_bootstrap, child_rng(seed, 1), groups=g))
     ci = {}
     if n_bootstrap >= 2:
-        jd, jack_weights = jackknife(pi, worlds, rho, mask, child_rng(seed, 3))
+        jd, jack_weights = jackknife(g, mask, child_rng(seed, 3))
         jack = _figures(jd)
         for name, v in figs.items():
             lo, hi = bca_interval(v[0], v[1:], jack[name], jack_weights, ci_level)

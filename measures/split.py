@@ -199,6 +199,7 @@ def estimate(
     masks: np.ndarray,
     n_bootstrap: int = 0,
     rng: np.random.Generator | None = None,
+    groups: Groups | None = None,
 ) -> Draws:
     """The exact measures on the sample (row 0) followed by ``n_bootstrap`` resamples of the histories.
 
@@ -208,6 +209,8 @@ def estimate(
     :param masks: ``(K, 8)`` float/bool good masks, one per task.
     :param n_bootstrap: resamples of the N histories with replacement (0 for none).
     :param rng: generator for the resampling.
+    :param groups: ``group_histories(pi, worlds, rho)`` if the caller has it already (it also needs it for a
+        :func:`jackknife`), else it is computed here for the bootstrap.
     """
     masks = np.asarray(masks, dtype=np.float64)
     n = len(pi)
@@ -217,9 +220,8 @@ def estimate(
     if n_bootstrap > 0:
         if rng is None:
             raise ValueError("a bootstrap needs rng=")
-        g = group_histories(pi, worlds, rho)
-        per_row = len(g.counts) * N_OUT * (1 if g.rho is not None else 2)
-        chunk = max(1, _CHUNK_ELEMENTS // per_row)
+        g = group_histories(pi, worlds, rho) if groups is None else groups
+        chunk = _chunk_rows(g)
         split_dtype = np.float32 if len(g.counts) > _FLOAT32_GROUPS else np.float64
         done = 0
         while done < n_bootstrap:
@@ -227,16 +229,20 @@ def estimate(
             counts = rng.multinomial(g.n, g.counts / g.n, size=k)
             parts.append(_weighted_stats(counts / g.n, g, masks, split_dtype))
             done += k
+    return _concat(parts)
+
+
+def _chunk_rows(g: Groups) -> int:
+    """History weightings per :func:`_weighted_stats` call that keep its arrays within ``_CHUNK_ELEMENTS``."""
+    return max(1, _CHUNK_ELEMENTS // (len(g.counts) * N_OUT * (1 if g.rho is not None else 2)))
+
+
+def _concat(parts: list[Draws]) -> Draws:
     return Draws(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in Draws.__dataclass_fields__})
 
 
 def jackknife(
-    pi: np.ndarray,
-    worlds: list[np.ndarray] | tuple[np.ndarray, ...],
-    rho: np.ndarray | None,
-    masks: np.ndarray,
-    rng: np.random.Generator,
-    max_rows: int = JACKKNIFE_ROWS,
+    g: Groups, masks: np.ndarray, rng: np.random.Generator, max_rows: int = JACKKNIFE_ROWS
 ) -> tuple[Draws, np.ndarray]:
     """The measures with one history left out, for the acceleration of a BCa interval.
 
@@ -246,13 +252,14 @@ def jackknife(
     is left out in turn: the delete-a-block jackknife estimates the same acceleration (the skewness of the
     influence values over ``sqrt(N)``) at a fixed cost.
 
+    :param g: the histories grouped by :func:`group_histories`.
+    :param masks: ``(K, 8)`` good masks, one per task.
     :param rng: deals the histories into blocks (unused when there are at most ``max_rows`` groups).
     :return: ``(draws, multiplicities)``: ``J`` rows of measures and their ``(J,)`` weights.
     """
     if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) or max_rows < 2:
         raise ValueError(f"max_rows must be an int >= 2, got {max_rows!r}")
     masks = np.asarray(masks, dtype=np.float64)
-    g = group_histories(pi, worlds, rho)
     n, n_groups = g.n, len(g.counts)
     if n < 2:
         raise ValueError(f"a jackknife needs at least 2 histories, got {n}")
@@ -269,9 +276,7 @@ def jackknife(
         mult = np.ones(blocks)
     kept = g.counts[None] - left
     weights = kept / kept.sum(axis=1, keepdims=True)
-    per_row = n_groups * N_OUT * (1 if g.rho is not None else 2)
-    chunk = max(1, _CHUNK_ELEMENTS // per_row)
+    chunk = _chunk_rows(g)
     # float64 throughout: leave-one-out values differ from each other by O(1/N)
     parts = [_weighted_stats(weights[i : i + chunk], g, masks) for i in range(0, len(weights), chunk)]
-    draws = Draws(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in Draws.__dataclass_fields__})
-    return draws, mult
+    return _concat(parts), mult

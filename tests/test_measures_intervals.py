@@ -9,38 +9,14 @@ import numpy as np
 import pytest
 from scipy import stats
 from scipy.special import ndtri
+from test_measures_split import content_policy, soft_oracle  # the same test policies
 
 import measures
 from measures.api import evaluate
 from measures.intervals import acceleration, bca_interval
-from measures.split import jackknife
+from measures.split import group_histories, jackknife
 from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import good_mask
-
-
-def soft_oracle(task):
-    """Uniform over the actions with the highest exact success probability (a stochastic policy)."""
-    mask = good_mask(task)
-
-    def policy(h):
-        g = transition_probs(h)[..., mask].sum(-1)
-        best = g >= g.max(axis=1, keepdims=True) - 1e-12
-        return best / best.sum(axis=1, keepdims=True)
-
-    return policy
-
-
-def content_policy(seed):
-    """A stochastic policy with a different action distribution for (almost) every history."""
-    w = np.random.default_rng(seed).normal(size=(20, 16, 8))
-
-    def policy(h):
-        logits = w[np.arange(20), h].sum(axis=1)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    return policy
-
 
 # --- closed forms ------------------------------------------------------------------------------------------
 
@@ -132,7 +108,8 @@ def test_block_jackknife_leaves_out_a_partition_of_the_histories():
     h = natural_histories(n, seed=6)
     pi = content_policy(3)(h)
     mask = good_mask("ngood4")[None].astype(float)
-    draws, weights = jackknife(pi, [transition_probs(h)], None, mask, np.random.default_rng(0), max_rows=m)
+    g = group_histories(pi, [transition_probs(h)])
+    draws, weights = jackknife(g, mask, np.random.default_rng(0), max_rows=m)
     s = measures.measure(content_policy(3), histories=h, temperature=1.0, n_bootstrap=0).success
     assert draws.s.shape == (m, 1, 1) and np.all(weights == 1)
     assert draws.s[:, 0, 0].sum() == pytest.approx((m - 1) * n * s / (n - 2), rel=1e-12)
