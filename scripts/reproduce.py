@@ -756,6 +756,8 @@ def merge_sweeps(
     """
     import shutil
 
+    from agents.checkpoint import atomic_write
+
     roots = [Path(src).resolve() for src in sources]
     if len(roots) < 2:
         raise ValueError(f"merging needs at least two sweep directories, got {len(roots)}")
@@ -807,8 +809,8 @@ def merge_sweeps(
                 if u.kind in ("pretrain", "finetune"):
                     files += [Path(u.output + ".history.csv")]
                 for f in files:
-                    if (r / f).is_file():
-                        _copy_atomic(r / f, root / f)
+                    if (r / f).is_file():  # copy2 keeps the modification time, which says the unit is finished
+                        atomic_write(root / f, lambda tmp, src=r / f: shutil.copy2(src, tmp))
                 if u.kind in ("pretrain", "finetune") and (r / "tb" / u.model).is_dir():
                     shutil.copytree(r / "tb" / u.model, root / "tb" / u.model, dirs_exist_ok=True)
             if (r / "runs.csv").is_file():
@@ -818,20 +820,6 @@ def merge_sweeps(
     finally:
         lock.release()
     return merged
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` with its modification time, via a temporary file a killed run leaves behind
-    only as ``.<name>.<random>.tmp`` (removed by the next run), never as a half-written ``dst``."""
-    import shutil
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.{os.urandom(4).hex()}.tmp"
-    try:
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
