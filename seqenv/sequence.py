@@ -384,3 +384,15 @@ def transition_probs(histories: np.ndarray, actions: np.ndarray | None = None) -
     probs = np.full(d.shape + (N_OUT,), (1 - P_DET) / N_OUT)
     np.put_along_axis(probs, d[..., None].astype(np.intp), P_MATCH, axis=-1)
     return probs
+
+
+def natural_odd_probs(histories: np.ndarray) -> np.ndarray:
+    """The sequence's own law of the odd token after each history, as ``(N, 8)`` probabilities over 8..15.
+
+    ``0.98 * onehot(d) + 0.02 / 8`` with ``d`` the deterministic value of the last 16 tokens: the generator's
+    law for the next (odd) position. Entry ``a`` is the probability of token ``8 + a`` (action ``a``).
+    """
+    d = deterministic_next(np.asarray(histories)[:, -ORDER:])
+    probs = np.full((len(d), N_OUT), (1 - P_DET) / N_OUT)
+    probs[np.arange(len(d)), d] = P_MATCH
+    return probs

@@ -1,0 +1,67 @@
+"""Argument checks shared by every layer: each returns the value normalised or raises naming it.
+
+Wrong types raise :class:`TypeError`, values out of range :class:`ValueError`; every message names the
+argument, the value received and what was expected. ``bool`` is never accepted as an int.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """``value`` as a Python int (numpy integers accepted), at least ``minimum`` when given."""
+    expected = "an int" if minimum is None else f"an int >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an int ``>= 1``."""
+    return check_int(value, name, minimum=1)
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A seed: an int ``>= 0``."""
+    return check_int(value, name, minimum=0)
+
+
+def check_number(
+    value: Any, name: str, minimum: float | None = None, *, strict: bool = False, expected: str | None = None
+) -> float:
+    """``value`` as a finite float; at least ``minimum`` (above it with ``strict=True``) when given."""
+    if expected is None:
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        expected = f"a finite number{bound}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or (minimum is not None and (v <= minimum if strict else v < minimum)):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return v
+
+
+def check_temperature(value: Any, name: str = "temperature") -> float:
+    """A sampling temperature: a finite number ``>= 0``, where 0 means greedy."""
+    return check_number(value, name, 0.0, expected="a finite number >= 0 (0 = greedy)")
+
+
+def check_choice(value: Any, name: str, choices: Iterable[T]) -> T:
+    """``value`` if it is one of ``choices``."""
+    options = tuple(choices)
+    try:
+        found = any(isinstance(value, type(option)) and value == option for option in options)
+    except (TypeError, ValueError):  # e.g. an array compared with a string
+        found = False
+    if found:
+        return value  # type: ignore[no-any-return]
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
