@@ -9,17 +9,24 @@ dropout 0.1).
 An example is a 20-token context and the token that follows it. Half of every batch has an odd
 target (the context ends on an even position, as a natural history does: the policy's question), the
 other half an even target (the context ends on an odd position: the world-model question).
+
+Held-out sets come from streams no training run shares: :func:`eval_set` and :func:`heldout_metrics` score
+next-token prediction, :class:`SuccessEvaluator` a policy's exact greedy success on natural histories.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from seqenv.sequence import CONTEXT, N_OUT, SequenceStreams
+from agents.transformer import SplitSeqTransformer
+from seqenv.sampler import load_streams_state_dict, streams_state_dict
+from seqenv.sequence import CONTEXT, N_OUT, SequenceStreams, natural_histories, transition_probs
+from seqenv.tasks import good_mask
+from seqenv.validation import check_choice, check_positive_int
 
 _WINDOW = CONTEXT + 1  # a context and its target
 
@@ -43,17 +50,13 @@ class NextTokenData:
     """
 
     def __init__(self, batch_size: int, seed: int | np.random.Generator | None = 0, parity: str = "both"):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-        if parity not in PARITIES:
-            raise ValueError(f"parity must be one of {PARITIES}, got {parity!r}")
-        if parity == "both" and (batch_size < 2 or batch_size % 2):
+        batch_size = check_positive_int(batch_size, "batch_size")
+        check_choice(parity, "parity", PARITIES)
+        if parity == "both" and batch_size % 2:
             raise ValueError(
                 f"batch_size must be an even number >= 2 (half per target parity), got {batch_size}"
             )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.parity = parity
         self.streams = SequenceStreams(self.batch_size, seed)
 
@@ -77,21 +80,23 @@ class NextTokenData:
         return torch.from_numpy(x), torch.from_numpy(y)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the exact same stream of batches (generator state included)."""
+        """Everything needed to continue the exact same stream of batches, as plain data (the streams' arrays
+        and their generator's bit-generator state: :func:`seqenv.sampler.streams_state_dict`)."""
         return {
             "batch_size": self.batch_size,
             "parity": self.parity,
-            "streams": copy.deepcopy(vars(self.streams)),
+            "streams": streams_state_dict(self.streams),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; later batches are then identical to the original's."""
+        """Restore a :meth:`state_dict` (a checkpoint's, after :func:`agents.checkpoint.numpy_arrays`); later
+        batches are then identical to the original's."""
         if (state.get("batch_size"), state.get("parity", "both")) != (self.batch_size, self.parity):
             raise ValueError(
                 f"data state is for batch_size {state.get('batch_size')}, parity {state.get('parity', 'both')!r}; "
                 f"this stream has {self.batch_size}, {self.parity!r}"
             )
-        vars(self.streams).update(copy.deepcopy(state["streams"]))
+        load_streams_state_dict(self.streams, state["streams"])
 
 
 def eval_set(n: int, seed: int, parity: str = "both") -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,3 +112,51 @@ def eval_set(n: int, seed: int, parity: str = "both") -> tuple[torch.Tensor, tor
 def target_is_even(targets: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """True where a target token sits on an even position (tokens 0..7)."""
     return targets < N_OUT
+
+
+@torch.no_grad()
+def heldout_metrics(
+    model: SplitSeqTransformer, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096
+) -> dict[str, float]:
+    """Next-token loss and accuracy of ``model`` on held-out contexts ``x`` and targets ``y`` (from
+    :func:`eval_set`): ``eval_loss`` (cross-entropy), ``acc_even`` and ``acc_odd`` (argmax of the 16 logits
+    on even and on odd targets; the best possible is ``P_MATCH = 0.9825``). The model is run in eval mode
+    and left in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+    model.train(was_training)
+    correct = logits.argmax(-1) == y
+    even = target_is_even(y)
+    return {
+        "eval_loss": F.cross_entropy(logits, y).item(),
+        "acc_even": correct[even].double().mean().item(),
+        "acc_odd": correct[~even].double().mean().item(),
+    }
+
+
+class SuccessEvaluator:
+    """Exact greedy success of a model on fixed held-out natural histories, with the uniform and oracle levels.
+
+    :param task: the task whose good set counts.
+    :param n: histories.
+    :param seed: seeds the histories.
+    """
+
+    def __init__(self, task: str, n: int, seed: int):
+        self.histories = natural_histories(n, np.random.default_rng([seed, 0x5EC5]))
+        self.tokens = torch.from_numpy(self.histories)
+        good = transition_probs(self.histories)[..., good_mask(task)].sum(-1)  # (n, 8): P(good | h, a)
+        self.good_prob = good
+        self.s_uniform = float(good.mean())
+        self.s_oracle = float(good.max(axis=1).mean())
+
+    @torch.no_grad()
+    def __call__(self, model: SplitSeqTransformer, chunk: int = 4096) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        chunks = [self.tokens[i : i + chunk] for i in range(0, len(self.tokens), chunk)]
+        actions = torch.cat([model.policy_logits(h).argmax(-1) for h in chunks]).numpy()
+        model.train(was_training)
+        s = float(self.good_prob[np.arange(len(actions)), actions].mean())
+        return {"success": s, "frac_of_oracle": (s - self.s_uniform) / (self.s_oracle - self.s_uniform)}

@@ -29,13 +29,12 @@ s_uniform)``.
 TensorBoard scalars: ``finetune/success`` (greedy, exact, held-out), ``finetune/sample_success`` (the
 temperature-T rollouts), ``finetune/frac_of_oracle``, ``finetune/maintenance_acc`` (held-out even-target
 accuracy), ``finetune/loss`` (policy loss), ``finetune/maintenance_loss``, ``finetune/lr``. The same
-numbers go to the CSV beside the checkpoint (:func:`agents.pretrain.history_path`).
+numbers go to the CSV beside the checkpoint (:func:`agents.training.history_path`). The run's plumbing
+(resume, TensorBoard, CSV, progress bar, checkpoints) is :class:`agents.training.TrainingRun`.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,153 +43,140 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import seqenv  # noqa: F401  (registers the environments)
-from agents.checkpoint import load_checkpoint, load_model, save_checkpoint
-from agents.data import NextTokenData, eval_set
-from agents.pretrain import (
-    _check_int,
-    _resume_state,
-    _summary_writer,
-    evaluate,
+from agents.checkpoint import load_model, numpy_arrays
+from agents.data import NextTokenData, SuccessEvaluator, eval_set, heldout_metrics
+from agents.training import (
+    BUDGETS,
+    RunningMeans,
+    TrainingRun,
+    check_fraction,
+    check_known,
+    clipped_step,
     lr_at,
     make_optimizer,
-    write_history,
+    renamed_names,
+    set_lr,
+    set_threads,
 )
 from agents.transformer import SplitSeqTransformer, count_parameters
-from seqenv.sequence import natural_histories, transition_probs
-from seqenv.tasks import TASKS, good_mask
+from seqenv.tasks import TASKS
+from seqenv.validation import check_int, check_number, check_positive_int, check_seed
 
-METHODS = ("positive", "reinforce")
+#: The finetuning methods (``FinetuneConfig.method``).
+FINETUNE_METHODS = ("positive", "reinforce")
 #: What ``None`` resolves to per method (measured: README "Training agents"). REINFORCE learns from every
 #: sample and wants many distinct histories per update: 2048 per rollout in minibatches of 256.
+#: ``minibatch_size`` ``None``: the whole rollout (one plain update per rollout); a minibatch is at most the rollout.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "positive": {"batch_size": 256, "lr": 1e-3, "epochs": 1, "minibatch_size": "batch_size", "dropout": 0.1,
+    "positive": {"batch_size": 256, "lr": 1e-3, "epochs": 1, "minibatch_size": None, "dropout": 0.1,
                  "group_size": 1, "temperature": 1.0},
     "reinforce": {"batch_size": 2048, "lr": 5e-4, "epochs": 4, "minibatch_size": 256, "dropout": 0.0,
                   "group_size": 1, "temperature": 2.0},
 }  # fmt: skip
-BUDGETS = ("full", "quick")
-#: Recommended steps per method and size (the "full" budget): README "Training agents".
-PRESETS: dict[str, dict[str, int]] = {
-    "positive": {"tiny": 3200, "small": 4000, "medium": 5000, "large": 6000},
-    "reinforce": {"tiny": 200, "small": 200, "medium": 250, "large": 250},
+#: Recommended policy steps per budget (:data:`agents.training.BUDGETS`), method and size: README
+#: "Training agents". The full budget is scaled per task by :data:`TASK_STEP_FACTOR`.
+FINETUNE_BUDGETS: dict[str, dict[str, dict[str, int]]] = {
+    "full": {
+        "positive": {"tiny": 3200, "small": 4000, "medium": 5000, "large": 6000},
+        "reinforce": {"tiny": 200, "small": 200, "medium": 250, "large": 250},
+    },
+    "quick": {
+        "positive": {"tiny": 3200, "small": 1000, "medium": 1000, "large": 1000},
+        "reinforce": {"tiny": 100, "small": 60, "medium": 60, "large": 60},
+    },
 }
-#: REINFORCE's step budget per task, relative to the size's: ngood6 (6 good tokens of 8) needs about half.
-TASK_STEP_FACTOR: dict[str, dict[str, float]] = {
-    "positive": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 1.0},
-    "reinforce": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 0.5},
-}
-#: Steps of the "quick" budget.
-QUICK_STEPS: dict[str, dict[str, int]] = {
-    "positive": {"tiny": 3200, "small": 1000, "medium": 1000, "large": 1000},
-    "reinforce": {"tiny": 100, "small": 60, "medium": 60, "large": 60},
-}
-HISTORY_COLUMNS = (
-    "step",
-    "success",
-    "frac_of_oracle",
-    "sample_success",
-    "maintenance_acc",
-    "loss",
-    "maintenance_loss",
-    "lr",
-    "elapsed",
-)
+#: The full budget's steps per task, relative to the size's: REINFORCE on ngood6 (6 good tokens of 8) needs half.
+TASK_STEP_FACTOR: dict[str, dict[str, float]] = {"positive": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 1.0},
+                                                  "reinforce": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 0.5}}  # fmt: skip
+HISTORY_COLUMNS = ("step", "success", "frac_of_oracle", "sample_success", "maintenance_acc", "loss",
+                   "maintenance_loss", "lr", "elapsed")  # fmt: skip
 
 
 @dataclass
 class FinetuneConfig:
-    """Every knob of :func:`finetune`.
+    """Every knob of :func:`finetune`; ``None`` takes the method's :data:`METHOD_DEFAULTS` value."""
 
-    :param task: ``"ngood2"``, ``"ngood4"`` or ``"ngood6"``.
-    :param method: ``"positive"`` (the post: successes only) or ``"reinforce"`` (with a baseline).
-    :param seed: seeds dropout, sampling, the environment and the maintenance data.
-    :param steps: policy steps (:meth:`preset` gives each size's recommended budget).
-    :param batch_size: environment samples per step (one rollout of the vector env); ``None``: 256 for
-        ``positive``, 2048 for ``reinforce`` (with 256 it learned 2-3x slower per sample: too few histories
-        per update).
-    :param epochs: passes over each rollout; with more than one, updates after the first use PPO's clipped
-        importance ratio (see :func:`policy_loss`). ``epochs=1, minibatch_size=batch_size`` is the plain method.
-        ``None``: the method's measured best, 1 for ``positive`` (reusing successes collapses its policy onto
-        one token), 4 for ``reinforce``.
-    :param group_size: samples per history: the rollout plays ``batch_size // group_size`` fresh histories
-        ``group_size`` times each (divides ``batch_size``). With ``reinforce`` and ``group_size >= 2`` each
-        sample's baseline is the mean reward of its history's other samples. ``None``: 1 (measured: at an
-        equal sample budget, fewer distinct histories cost more than the per-history baseline gains).
-    :param minibatch_size: samples per policy update; ``None``: ``batch_size`` for ``positive``, 256 for
-        ``reinforce``.
-    :param clip: PPO clip range of the importance ratio.
-    :param lr: peak learning rate of the policy update; ``None``: 1e-3 for ``positive``, 5e-4 for ``reinforce``.
-    :param warmup_steps: linear warmup of both learning rates.
-    :param min_lr_ratio: both learning rates decay by a cosine to this fraction (1: constant after warmup,
-        which learned faster than decaying within the budgets here).
-    :param temperature: sampling temperature of the rollouts; the policy updated is the tempered one, and the
-        greedy policy (its argmax) is the same at every temperature. ``None``: 1 for ``positive`` (the post),
-        2 for ``reinforce`` (the pretrained policy is nearly deterministic, it picks the natural odd token
-        ~95% of the time for ``large``, and a hotter sampler explores the other tokens; measured on ngood2).
-    :param dropout: dropout rate during finetuning; ``None`` picks the method's measured best (README
-        "Training agents"): ``positive`` keeps the pretraining's 0.1 (without that noise the positive-only
-        policy collapses onto one token and stops exploring), ``reinforce`` uses 0 (dropout noise in the
-        sampled policy and its gradient slowed it down).
-    :param maintenance_lr: peak learning rate of the next-token maintenance step (much lower than ``lr``).
-    :param maintenance_batch: even-target examples per maintenance step (0 disables maintenance).
-    :param weight_decay: AdamW weight decay (0.01, as in pretraining).
-    :param grad_clip: gradient-norm clip of each update (0 disables).
-    :param eval_every: steps between held-out evaluations (``None``: ``steps // 10``, at least 1).
-    :param eval_samples: held-out histories per evaluation (and even-target examples for maintenance accuracy).
-    :param checkpoint_every: steps between resumable checkpoints (0: only the final one).
-    :param threads: torch intra-op threads (0 leaves torch's setting alone).
-    """
-
+    # --- the task
     task: str = "ngood4"
+    """``"ngood2"``, ``"ngood4"`` or ``"ngood6"``."""
     method: str = "positive"
+    """``"positive"`` (the post: successes only) or ``"reinforce"`` (with a baseline)."""
     seed: int = 0
+    """Seeds dropout, sampling, the environment and the maintenance data."""
     steps: int = 1000
+    """Policy steps (:meth:`preset` gives each size's recommended budget)."""
+
+    # --- rollouts and policy updates
     batch_size: int | None = None
+    """Environment samples per step (one rollout of the vector env): 256 for ``positive``, 2048 for
+    ``reinforce`` (with 256 it learned 2-3x slower per sample: too few histories per update)."""
     epochs: int | None = None
+    """Passes over each rollout; with more than one, updates after the first use PPO's clipped importance
+    ratio (see :func:`policy_loss`). ``epochs=1, minibatch_size=batch_size`` is the plain method. Default:
+    the method's measured best, 1 for ``positive`` (reusing successes collapses its policy onto one token),
+    4 for ``reinforce``."""
     group_size: int | None = None
+    """Samples per history: the rollout plays ``batch_size // group_size`` fresh histories ``group_size`` times
+    each (divides ``batch_size``). With ``reinforce`` and ``group_size >= 2`` each sample's baseline is the mean
+    reward of its history's other samples. Default 1 (measured: at an equal sample budget, fewer distinct
+    histories cost more than the per-history baseline gains)."""
     minibatch_size: int | None = None
+    """Samples per policy update: ``batch_size`` for ``positive``, 256 for ``reinforce``."""
     clip: float = 0.2
+    """PPO clip range of the importance ratio."""
     lr: float | None = None
+    """Peak learning rate of the policy update: 1e-3 for ``positive``, 5e-4 for ``reinforce``."""
     warmup_steps: int = 20
+    """Linear warmup of both learning rates."""
     min_lr_ratio: float = 1.0
+    """Both learning rates decay by a cosine to this fraction (1: constant after warmup, which learned faster
+    than decaying within the budgets here)."""
     temperature: float | None = None
+    """Sampling temperature of the rollouts; the policy updated is the tempered one, and the greedy policy (its
+    argmax) is the same at every temperature. Default: 1 for ``positive`` (the post), 2 for ``reinforce`` (the
+    pretrained policy is nearly deterministic, it picks the natural odd token ~95% of the time for ``large``,
+    and a hotter sampler explores the other tokens; measured on ngood2)."""
     dropout: float | None = None
+    """Dropout rate during finetuning; default: the method's measured best (README "Training agents"):
+    ``positive`` keeps the pretraining's 0.1 (without that noise the positive-only policy collapses onto one
+    token and stops exploring), ``reinforce`` uses 0 (dropout noise in the sampled policy and its gradient
+    slowed it down)."""
+
+    # --- maintenance: next-token steps on even targets after every policy update
     maintenance_lr: float = 1e-4
+    """Peak learning rate of the next-token maintenance step (much lower than ``lr``)."""
     maintenance_batch: int = 32
+    """Even-target examples per maintenance step (0 disables maintenance)."""
+
+    # --- both optimizers
     weight_decay: float = 0.01
+    """AdamW weight decay (0.01, as in pretraining)."""
     grad_clip: float = 1.0
+    """Gradient-norm clip of each update (0 disables)."""
+
+    # --- plumbing: evaluation, checkpoints, threads
     eval_every: int | None = None
+    """Steps between held-out evaluations (default: ``steps // 10``, at least 1)."""
     eval_samples: int = 8192
+    """Held-out histories per evaluation (and even-target examples for maintenance accuracy)."""
     checkpoint_every: int = 0
+    """Steps between resumable checkpoints (0: only the final one)."""
     threads: int = 0
+    """Torch intra-op threads (0 leaves torch's setting alone)."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {sorted(TASKS)}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
-        best = METHOD_DEFAULTS[self.method]
+        check_known(self.task, "task", sorted(TASKS))
+        check_known(self.method, "method", FINETUNE_METHODS)
         if self.eval_every is None and isinstance(self.steps, int):
             self.eval_every = max(1, self.steps // 10)
-        if self.batch_size is None:
-            self.batch_size = best["batch_size"]
-        _check_int("batch_size", self.batch_size, 1)
-        for name in (
-            "lr",
-            "epochs",
-            "minibatch_size",
-            "dropout",
-            "group_size",
-            "temperature",
-        ):  # the method's best
-            if getattr(self, name) is None:
-                value = self.batch_size if best[name] == "batch_size" else best[name]
-                setattr(self, name, min(value, self.batch_size) if name == "minibatch_size" else value)
+        self._resolve_method_defaults()
         for name in ("steps", "epochs", "group_size", "minibatch_size", "eval_every", "eval_samples"):
-            _check_int(name, getattr(self, name), 1)
+            check_positive_int(getattr(self, name), name)
+        for name in ("warmup_steps", "maintenance_batch", "checkpoint_every", "threads"):
+            check_int(getattr(self, name), name, 0)
+        check_seed(self.seed)
         if self.minibatch_size > self.batch_size:
             raise ValueError(
                 f"minibatch_size={self.minibatch_size} must be at most batch_size={self.batch_size}"
@@ -203,21 +189,24 @@ class FinetuneConfig:
             raise ValueError(
                 f"method='reinforce' needs batch_size >= 2 for its baseline, got {self.batch_size}"
             )
-        for name in ("warmup_steps", "maintenance_batch", "checkpoint_every", "threads", "seed"):
-            _check_int(name, getattr(self, name), 0)
         for name in ("lr", "temperature"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
-        if not (self.maintenance_lr >= 0 and math.isfinite(self.maintenance_lr)):
-            raise ValueError(f"maintenance_lr must be a number >= 0, got {self.maintenance_lr}")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be None or in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(
-                f"weight_decay and grad_clip must be >= 0, got {self.weight_decay}, {self.grad_clip}"
-            )
+            check_number(getattr(self, name), name, 0.0, strict=True)
+        for name in ("clip", "maintenance_lr", "weight_decay", "grad_clip"):
+            check_number(getattr(self, name), name, 0.0)
+        check_fraction(self.dropout, "dropout", below_one=True)
+        check_fraction(self.min_lr_ratio, "min_lr_ratio")
+
+    def _resolve_method_defaults(self) -> None:
+        defaults = METHOD_DEFAULTS[self.method]
+        if self.batch_size is None:
+            self.batch_size = defaults["batch_size"]
+        check_positive_int(self.batch_size, "batch_size")
+        for name in ("lr", "epochs", "minibatch_size", "dropout", "group_size", "temperature"):
+            if getattr(self, name) is None:
+                value = defaults[name]
+                if name == "minibatch_size":  # the method's minibatch, at most the rollout
+                    value = min(value or self.batch_size, self.batch_size)
+                setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,13 +226,10 @@ class FinetuneConfig:
 
         :param budget: ``"full"`` (the sweep's budget) or ``"quick"`` (the quick preset).
         """
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-        if size not in PRESETS[method]:
-            raise ValueError(f"unknown size {size!r}; expected one of {list(PRESETS[method])}")
-        if budget not in BUDGETS:
-            raise ValueError(f"unknown budget {budget!r}; expected one of {BUDGETS}")
-        steps = (QUICK_STEPS if budget == "quick" else PRESETS)[method][size]
+        check_known(method, "method", FINETUNE_METHODS)
+        check_known(size, "size", FINETUNE_BUDGETS["full"][method])
+        check_known(budget, "budget", BUDGETS)
+        steps = FINETUNE_BUDGETS[budget][method][size]
         if budget == "full" and task in TASK_STEP_FACTOR[method]:
             steps = max(1, round(steps * TASK_STEP_FACTOR[method][task]))
         steps = overrides.pop("steps", steps)
@@ -252,6 +238,7 @@ class FinetuneConfig:
         return cls(task=task, method=method, seed=seed, **{**base, **overrides})
 
 
+# ------------------------------------------------------------------------------------------- the algorithm
 def advantages(rewards: torch.Tensor, method: str, group_size: int = 1) -> torch.Tensor:
     """Per-sample weights of ``log pi(a|h)`` for a rollout's 0/1 ``rewards``.
 
@@ -277,7 +264,7 @@ def advantages(rewards: torch.Tensor, method: str, group_size: int = 1) -> torch
             )
         g = rewards.reshape(-1, group_size)
         return (g - (g.sum(1, keepdim=True) - g) / (group_size - 1)).reshape(-1)
-    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    raise ValueError(f"unknown method {method!r}; expected one of {FINETUNE_METHODS}")
 
 
 def policy_loss(
@@ -301,37 +288,70 @@ def policy_loss(
     return -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv).mean()
 
 
-class SuccessEvaluator:
-    """Exact greedy success of a model on fixed held-out natural histories, with the uniform and oracle levels.
+@dataclass
+class Rollout:
+    """One rollout: the histories played, the tokens sampled, their log-probabilities under the sampling
+    (tempered) policy, and the 0/1 rewards the world gave."""
 
-    :param task: the task whose good set counts.
-    :param n: histories.
-    :param seed: seeds the histories.
+    histories: torch.Tensor
+    actions: torch.Tensor
+    logp: torch.Tensor
+    rewards: np.ndarray
+
+
+def collect_rollout(
+    model: SplitSeqTransformer, envs: gym.vector.VectorEnv, obs: np.ndarray, cfg: FinetuneConfig
+) -> tuple[Rollout, np.ndarray]:
+    """Sample the odd token at temperature ``cfg.temperature`` (the policy as it trains: with its dropout) on
+    the histories ``obs`` and let the world answer; returns the rollout and the next observations. With
+    ``group_size`` K the first ``batch_size / K`` histories are replayed K times each (consecutive rows)."""
+    if cfg.group_size > 1:
+        replayed = np.repeat(obs[: cfg.batch_size // cfg.group_size], cfg.group_size, 0)
+        obs, _ = envs.reset(options={"histories": replayed})
+    h = torch.from_numpy(obs)
+    with torch.no_grad():
+        logits = model.policy_logits(h) / cfg.temperature
+        actions = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+        logp = torch.log_softmax(logits, dim=-1).gather(1, actions[:, None]).squeeze(1)
+    next_obs, rewards, _, _, _ = envs.step(actions.numpy())
+    return Rollout(h, actions, logp, rewards), next_obs
+
+
+def update(
+    model: SplitSeqTransformer,
+    rollout: Rollout,
+    adv: torch.Tensor,
+    policy_opt: torch.optim.Optimizer,
+    maint_opt: torch.optim.Optimizer,
+    maint_data: NextTokenData,
+    cfg: FinetuneConfig,
+) -> tuple[float, float]:
+    """``epochs`` x minibatches of policy updates on ``rollout`` (the first is exactly the plain update), each
+    followed by a maintenance next-token step on even targets at the low learning rate.
+
+    :return: the mean policy loss and the mean maintenance loss (0 without maintenance).
     """
-
-    def __init__(self, task: str, n: int, seed: int):
-        self.histories = natural_histories(n, np.random.default_rng([seed, 0x5EC5]))
-        self.tokens = torch.from_numpy(self.histories)
-        good = transition_probs(self.histories)[..., good_mask(task)].sum(-1)  # (n, 8): P(good | h, a)
-        self.good_prob = good
-        self.s_uniform = float(good.mean())
-        self.s_oracle = float(good.max(axis=1).mean())
-
-    @torch.no_grad()
-    def __call__(self, model: SplitSeqTransformer, chunk: int = 4096) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        actions = torch.cat(
-            [
-                model.policy_logits(self.tokens[i : i + chunk]).argmax(-1)
-                for i in range(0, len(self.tokens), chunk)
-            ]
-        ).numpy()
-        model.train(was_training)
-        s = float(self.good_prob[np.arange(len(actions)), actions].mean())
-        return {"success": s, "frac_of_oracle": (s - self.s_uniform) / (self.s_oracle - self.s_uniform)}
+    plain = cfg.epochs == 1 and cfg.minibatch_size == cfg.batch_size  # one update per rollout: no ratio
+    maintain = cfg.maintenance_batch and cfg.maintenance_lr > 0
+    losses, m_losses = [], []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(cfg.batch_size)
+        for i in range(0, cfg.batch_size, cfg.minibatch_size):
+            idx = order[i : i + cfg.minibatch_size]
+            logits = model.policy_logits(rollout.histories[idx]) / cfg.temperature
+            old_logp = None if plain else rollout.logp[idx]
+            loss = policy_loss(logits, rollout.actions[idx], adv[idx], old_logp, cfg.clip)
+            clipped_step(policy_opt, model, loss, cfg.grad_clip)
+            losses.append(loss.item())
+            if maintain:
+                x, y = maint_data.batch()
+                m_loss = F.cross_entropy(model(x), y)
+                clipped_step(maint_opt, model, m_loss, cfg.grad_clip)
+                m_losses.append(m_loss.item())
+    return float(np.mean(losses)), float(np.mean(m_losses)) if m_losses else 0.0
 
 
+# ------------------------------------------------------------------------------------------------ the run
 def finetune(
     pretrained: str | Path,
     cfg: FinetuneConfig,
@@ -354,27 +374,23 @@ def finetune(
     :return: summary dict: ``size, seed, task, method, params, steps, success, frac_of_oracle, s_uniform,
         s_oracle, success_pretrained, maintenance_acc, maintenance_acc_pretrained, wall_time_s, out``.
     """
-    pretrained, out = Path(pretrained), Path(out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    pretrained = Path(pretrained)
+    set_threads(cfg.threads)
     model, pre = load_model(pretrained)
-    size = pre["meta"].get("size", "custom")
     if cfg.maintenance_lr >= cfg.lr:
         raise ValueError(
             f"maintenance_lr={cfg.maintenance_lr} must be much lower than lr={cfg.lr} (the post's method)"
         )
+    run = TrainingRun(out, "finetuned", cfg, HISTORY_COLUMNS, resume=resume)
+    if run.finished:
+        return run.summary
+    size = pre["meta"].get("size", "custom")
     model.set_dropout(cfg.dropout)
-    n_params = count_parameters(model)
-    meta = {
-        "size": size,
-        "seed": cfg.seed,
-        "pretrain_seed": pre["meta"].get("seed"),
-        "task": cfg.task,
-        "method": cfg.method,
-        "params": n_params,
-        "pretrained": str(pretrained.resolve()),
-        "finetune": cfg.to_dict(),
-    }
+    meta = {"size": size, "seed": cfg.seed, "pretrain_seed": pre["meta"].get("seed"), "task": cfg.task,
+            "method": cfg.method, "params": count_parameters(model), "pretrained": str(pretrained.resolve()),
+            "finetune": cfg.to_dict()}  # fmt: skip
+
+    # ---- setup: optimizers, the vector env, maintenance data, the held-out judge
     torch.manual_seed(cfg.seed)
     policy_opt = make_optimizer(model, cfg.lr, cfg.weight_decay, (0.9, 0.99))
     maint_opt = make_optimizer(model, cfg.maintenance_lr, cfg.weight_decay, (0.9, 0.99))
@@ -387,145 +403,64 @@ def finetune(
     )
     judge = SuccessEvaluator(cfg.task, cfg.eval_samples, cfg.seed)
     x_even, y_even = eval_set(cfg.eval_samples, cfg.seed, "even")
+    running = RunningMeans("loss", "maintenance_loss", "sample_success")  # since the last history row
 
-    def measure() -> dict[str, float]:
-        ev = evaluate(model, x_even, y_even)
-        return {**judge(model), "maintenance_acc": ev["acc_even"]}
+    def evaluate_policy() -> dict[str, float]:
+        return {**judge(model), "maintenance_acc": heldout_metrics(model, x_even, y_even)["acc_even"]}
 
-    start, history, elapsed_before, acc = 0, [], 0.0, [0.0, 0.0, 0.0, 0]
-    state = _resume_state(out, cfg, "finetuned") if resume else None
-    if state is not None:
-        model.load_state_dict(load_checkpoint(out)["model"])
-        history, start, elapsed_before = list(state["history"]), state["step"], state["elapsed"]
-        if state.get("finished"):
-            return state["summary"]
+    if run.resumed:
+        state = run.state
+        model.load_state_dict(run.weights)
         policy_opt.load_state_dict(state["policy_optimizer"])
         maint_opt.load_state_dict(state["maintenance_optimizer"])
-        maint_data.load_state_dict(state["data"])
-        envs, obs, acc = state["env"], state["obs"], list(state["acc"])
+        maint_data.load_state_dict(numpy_arrays(state["data"]))
+        envs.load_state_dict(numpy_arrays(state["env"]))
+        obs = numpy_arrays(state["obs"])
+        running.load_state_dict(state["acc"])
         torch.set_rng_state(state["torch_rng"])
         before = state["before"]
     else:
-        before = measure()
+        before = evaluate_policy()
 
-    def train_state(step: int, elapsed: float) -> dict[str, Any]:
-        return {
-            "config": cfg.to_dict(),
-            "step": step,
-            "elapsed": elapsed,
-            "history": list(history),
-            "before": before,
-            "policy_optimizer": policy_opt.state_dict(),
-            "maintenance_optimizer": maint_opt.state_dict(),
-            "data": maint_data.state_dict(),
-            "env": envs,
-            "obs": obs,
-            "acc": list(acc),
-            "torch_rng": torch.get_rng_state(),
-        }
+    def train_state() -> dict[str, Any]:
+        return {"before": before, "policy_optimizer": policy_opt.state_dict(),
+                "maintenance_optimizer": maint_opt.state_dict(), "data": maint_data.state_dict(),
+                "env": envs.state_dict(), "obs": obs, "acc": running.state_dict(),
+                "torch_rng": torch.get_rng_state()}  # fmt: skip
 
-    writer = _summary_writer(log_dir, purge_step=start or None)
-    if writer is not None and start == 0:
-        writer.add_text("finetune/config", str(cfg.to_dict()), 0)
-        for key, value in before.items():
-            writer.add_scalar(f"finetune/{key}", value, 0)
+    run.start(f"finetune {size} {cfg.task} {cfg.method}", log_dir, progress, prefix="finetune")
+    if not run.resumed:
+        run.scalars(before, 0)
     model.train()
-    plain = (
-        cfg.epochs == 1 and cfg.minibatch_size == cfg.batch_size
-    )  # one update per rollout: no ratio needed
-    t0 = time.perf_counter()
-    bar = tqdm(
-        total=cfg.steps, initial=start, desc=f"finetune {size} {cfg.task} {cfg.method}", disable=not progress
-    )
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    for step in range(start, end):
+    for step in range(run.start_step, end):
         frac = lr_at(step, cfg.steps, 1.0, cfg.warmup_steps, cfg.min_lr_ratio)
-        for group in policy_opt.param_groups:
-            group["lr"] = cfg.lr * frac
-        for group in maint_opt.param_groups:
-            group["lr"] = cfg.maintenance_lr * frac
-
-        # 1-2: sample the odd token at temperature T (the policy as it trains: with its dropout), let the world answer
-        if cfg.group_size > 1:  # replay each of the first B/K fresh histories K times (consecutive rows)
-            obs, _ = envs.reset(
-                options={"histories": np.repeat(obs[: cfg.batch_size // cfg.group_size], cfg.group_size, 0)}
-            )
-        h = torch.from_numpy(obs)
-        with torch.no_grad():
-            logits = model.policy_logits(h) / cfg.temperature
-            actions = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
-            old_logp = torch.log_softmax(logits, dim=-1).gather(1, actions[:, None]).squeeze(1)
-        obs, rewards, _, _, _ = envs.step(actions.numpy())
-        adv = advantages(torch.from_numpy(rewards).float(), cfg.method, cfg.group_size)
-
-        # 3-4: epochs x minibatches of policy updates (the first is exactly the plain update), each followed by
-        # a maintenance next-token step on even targets at the low learning rate
-        losses, m_losses = [], []
-        for _ in range(cfg.epochs):
-            order = torch.randperm(cfg.batch_size)
-            for i in range(0, cfg.batch_size, cfg.minibatch_size):
-                idx = order[i : i + cfg.minibatch_size]
-                mb_logits = model.policy_logits(h[idx]) / cfg.temperature
-                loss = policy_loss(
-                    mb_logits, actions[idx], adv[idx], None if plain else old_logp[idx], cfg.clip
-                )
-                policy_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                policy_opt.step()
-                losses.append(loss.item())
-                if cfg.maintenance_batch and cfg.maintenance_lr > 0:
-                    x, y = maint_data.batch()
-                    m_loss = F.cross_entropy(model(x), y)
-                    maint_opt.zero_grad(set_to_none=True)
-                    m_loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    maint_opt.step()
-                    m_losses.append(m_loss.item())
-        loss, m_loss = float(np.mean(losses)), float(np.mean(m_losses)) if m_losses else 0.0
-        acc = [acc[0] + loss, acc[1] + m_loss, acc[2] + float(rewards.mean()), acc[3] + 1]
-        bar.update(1)
-
+        set_lr(policy_opt, cfg.lr * frac)
+        set_lr(maint_opt, cfg.maintenance_lr * frac)
+        # 1. rollout: the policy samples the odd token, the world writes s_{t+1}
+        rollout, obs = collect_rollout(model, envs, obs, cfg)
+        # 2. advantages of the 0/1 rewards
+        adv = advantages(torch.from_numpy(rollout.rewards).float(), cfg.method, cfg.group_size)
+        # 3. policy updates, each with its maintenance step
+        loss, m_loss = update(model, rollout, adv, policy_opt, maint_opt, maint_data, cfg)
+        running.add(loss=loss, maintenance_loss=m_loss, sample_success=float(rollout.rewards.mean()))
+        run.advance()
+        # 4. evaluate the greedy policy exactly on held-out histories; checkpoint
         done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            ev = measure()
-            n = acc[3]
-            row = {
-                "step": done,
-                **ev,
-                "sample_success": acc[2] / n,
-                "loss": acc[0] / n,
-                "maintenance_loss": acc[1] / n,
-                "lr": cfg.lr * frac,
-                "elapsed": elapsed_before + time.perf_counter() - t0,
-            }
-            history.append(row)
-            acc = [0.0, 0.0, 0.0, 0]
-            bar.set_postfix(success=f"{ev['success']:.3f}", maint=f"{ev['maintenance_acc']:.3f}")
-            if writer is not None:
-                for key in HISTORY_COLUMNS[1:-1]:
-                    writer.add_scalar(f"finetune/{key}", row[key], done)
-            write_history(out, history, HISTORY_COLUMNS)
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            save_checkpoint(
-                out, model, "finetuned", meta, train_state(done, elapsed_before + time.perf_counter() - t0)
-            )
-    bar.close()
-    if writer is not None:
-        writer.close()
-    wall = elapsed_before + time.perf_counter() - t0
+        if run.evaluation_due(done):
+            ev = evaluate_policy()
+            run.show(success=ev["success"], maint=ev["maintenance_acc"])
+            run.log({"step": done, **ev, **running.means(), "lr": cfg.lr * frac, "elapsed": run.elapsed()})
+            running.reset()
+        if run.checkpoint_due(done):
+            run.save(model, meta, done, train_state())
+    wall = run.close()
     if end < cfg.steps:
-        save_checkpoint(out, model, "finetuned", meta, train_state(end, wall))
-        return {**meta, "steps": end, "finished": False, "out": str(out)}
-    last = history[-1]
+        run.save(model, meta, end, train_state())
+        return {**meta, "steps": end, "finished": False, "out": str(run.out)}
+    last = run.history[-1]
     summary = {
-        "size": size,
-        "seed": cfg.seed,
-        "task": cfg.task,
-        "method": cfg.method,
-        "params": n_params,
+        **{key: meta[key] for key in ("size", "seed", "task", "method", "params")},
         "steps": cfg.steps,
         "success": last["success"],
         "frac_of_oracle": last["frac_of_oracle"],
@@ -535,13 +470,21 @@ def finetune(
         "maintenance_acc": last["maintenance_acc"],
         "maintenance_acc_pretrained": before["maintenance_acc"],
         "wall_time_s": wall,
-        "out": str(out),
+        "out": str(run.out),
     }
-    final_state = {"config": cfg.to_dict(), "step": cfg.steps, "elapsed": wall, "history": history}
-    save_checkpoint(
-        out, model, "finetuned", {**meta, **summary}, {**final_state, "finished": True, "summary": summary}
-    )
+    run.finish(model, meta, summary)
     return summary
 
 
-__all__ = ["METHODS", "FinetuneConfig", "SuccessEvaluator", "advantages", "finetune", "policy_loss"]
+#: Names this module had before the redesign, served with a DeprecationWarning until their users move.
+__getattr__ = renamed_names(
+    __name__,
+    {
+        "METHODS": ("FINETUNE_METHODS", FINETUNE_METHODS),
+        "PRESETS": ("FINETUNE_BUDGETS['full']", FINETUNE_BUDGETS["full"]),
+        "QUICK_STEPS": ("FINETUNE_BUDGETS['quick']", FINETUNE_BUDGETS["quick"]),
+    },
+)
+
+__all__ = ["FINETUNE_BUDGETS", "FINETUNE_METHODS", "HISTORY_COLUMNS", "METHOD_DEFAULTS", "FinetuneConfig",
+           "Rollout", "SuccessEvaluator", "advantages", "collect_rollout", "finetune", "policy_loss", "update"]  # fmt: skip

@@ -1,45 +1,97 @@
-"""A trained transformer as a policy: what ``agents.load`` returns and ``measures.measure`` accepts.
+"""The policy protocol the whole project shares, its SB3-style ``predict``, and the transformer as a policy.
 
-The policy protocol the whole project shares (``measures`` recognises it by ``action_probs``):
+This is the bottom of ``agents``: it imports nothing of ``agents`` but the transformer, so every policy
+(:class:`AgentPolicy` here, :class:`agents.sb3.SB3Policy`, the policies of :mod:`agents.reference`) builds on
+it and :mod:`agents.loading` builds on all of them.
+
+The protocol (:class:`Policy`; ``measures`` recognises a policy by its ``action_probs``):
 
 * ``action_probs(histories, temperature=0.0) -> (N, 8)`` float64: the distribution over actions 0..7
   (tokens 8..15) for ``(N, 20)`` int histories; ``temperature=0`` is greedy (one-hot on the argmax,
   ties to the lowest index), ``temperature>0`` the softmax of logits divided by the temperature.
-* ``next_token_probs(contexts) -> (N, 16)`` float64: the model's predictive distribution of the next
-  token (used by self-evaluation); optional for other policies.
-* ``predict(obs, state=None, episode_start=None, deterministic=True) -> (actions, None)``, SB3's style.
+* ``next_token_probs(contexts) -> (N, 16)`` float64, optional: the model's predictive distribution of the
+  next token (used by self-evaluation, found with ``hasattr``). Only token-predicting models have it, so
+  :class:`PolicyBase` does not define it.
+* ``predict(obs, state=None, episode_start=None, deterministic=True) -> (actions, None)``, SB3's style:
+  written once, by :class:`PolicyBase`, on top of ``action_probs``.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from agents.checkpoint import load_model
 from agents.transformer import SplitSeqTransformer
 from seqenv.sequence import CONTEXT, N_OUT, VOCAB
+from seqenv.validation import check_temperature
 
 
-def probs_from_logits(logits: torch.Tensor, temperature: float) -> np.ndarray:
-    """Greedy one-hot (``temperature == 0``) or tempered softmax of ``logits`` ``(N, K)``, as float64 numpy."""
-    if temperature < 0 or not np.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
-    logits = logits.detach().to(torch.float64)
-    if not torch.isfinite(logits).all():
-        raise ValueError("the policy produced non-finite logits (NaN or inf)")
-    if temperature == 0:
-        out = np.zeros(tuple(logits.shape))
-        out[np.arange(len(out)), logits.argmax(dim=-1).numpy()] = 1.0
-        return out
-    return torch.softmax(logits / temperature, dim=-1).numpy()
+@runtime_checkable
+class Policy(Protocol):
+    """What ``measures.measure`` accepts and ``agents.load`` returns: a distribution over the 8 actions.
+
+    ``isinstance(x, Policy)`` checks only that ``action_probs`` exists. A token-predicting policy also has
+    ``next_token_probs(contexts) -> (N, 16)`` (see the module docstring); SB3-style ``predict`` comes with
+    :class:`PolicyBase`.
+    """
+
+    def action_probs(self, histories: np.ndarray, temperature: float = 0.0) -> np.ndarray:
+        """``(N, 8)`` float64 distribution over actions 0..7 (odd tokens 8..15) for ``(N, 20)`` histories."""
+        ...
 
 
-def _as_tokens(x: Any, name: str) -> torch.Tensor:
+class PolicyBase:
+    """SB3-style :meth:`predict` for any policy, written once on top of :meth:`action_probs`.
+
+    Subclasses implement ``action_probs``; two hooks adapt ``predict`` without rewriting it:
+    :meth:`_greedy` (whether a call takes the most probable action) and :meth:`_sample` (how an action is
+    drawn from the temperature-1 distribution).
+    """
+
+    def action_probs(self, histories: np.ndarray, temperature: float = 0.0) -> np.ndarray:
+        """``(N, 8)`` float64 distribution over actions 0..7 (odd tokens 8..15) for ``(N, 20)`` histories."""
+        raise NotImplementedError
+
+    def _greedy(self, deterministic: bool) -> bool:
+        """Whether :meth:`predict` takes the most probable action (default: when asked to)."""
+        return deterministic
+
+    def _sample(self, probs: np.ndarray) -> np.ndarray:
+        """``(N,)`` actions drawn from ``(N, 8)`` probabilities with torch's global generator.
+
+        So sampling follows ``torch.manual_seed``.
+        """
+        return torch.multinomial(torch.from_numpy(probs), 1).squeeze(1).numpy()
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, None]:
+        """Actions for one observation ``(20,)`` or a batch ``(N, 20)``, as SB3's ``predict``.
+
+        :param observation: one history ``(20,)`` or a batch ``(N, 20)``.
+        :param state: ignored (no recurrent state), as ``episode_start``.
+        :param deterministic: the most probable action (ties to the lowest index), else a sample from the
+            temperature-1 distribution (:meth:`_sample`).
+        :return: ``(actions, None)``: an action (scalar array) for one history, ``(N,)`` actions for a batch.
+        """
+        obs = np.asarray(observation)
+        single = obs.ndim == 1
+        batch = obs[None] if single else obs
+        if self._greedy(deterministic):
+            actions = self.action_probs(batch, 0.0).argmax(axis=1)
+        else:
+            actions = self._sample(self.action_probs(batch, 1.0))
+        return (actions[0] if single else actions), None
+
+
+def as_tokens(x: Any, name: str) -> torch.Tensor:
+    """``(N, 20)`` integer tokens in ``0..15`` as an int64 tensor, or ``TypeError``/``ValueError`` naming ``name``."""
     arr = np.asarray(x)
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name} must be integer tokens, got dtype {arr.dtype}")
@@ -50,28 +102,25 @@ def _as_tokens(x: Any, name: str) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64, copy=False))
 
 
-def predict_actions(
-    action_probs: Callable[[np.ndarray, float], np.ndarray], observation: Any, deterministic: bool
-) -> np.ndarray:
-    """SB3-style ``predict`` for a policy given by its ``action_probs(histories, temperature)``.
+def _torch_probs(logits: torch.Tensor, temperature: float) -> np.ndarray:
+    """Greedy one-hot (``temperature == 0``) or tempered softmax of torch ``logits`` ``(N, K)``, as float64 numpy.
 
-    :param observation: one history ``(20,)`` or a batch ``(N, 20)``.
-    :param deterministic: the most probable action (ties to the lowest index), else a sample at
-        temperature 1 drawn with torch's global generator (so it follows ``torch.manual_seed``).
-    :return: an action (scalar array) for one history, ``(N,)`` actions for a batch.
+    The torch counterpart of :func:`measures.policies.probs_from_logits`: same law, but torch's float64
+    softmax, whose last bit differs from scipy's for about half the entries, and this module's numbers are
+    the ones trained agents were measured with.
     """
-    obs = np.asarray(observation)
-    single = obs.ndim == 1
-    batch = obs[None] if single else obs
-    if deterministic:
-        actions = action_probs(batch, 0.0).argmax(axis=1)
-    else:
-        p = torch.from_numpy(action_probs(batch, 1.0))
-        actions = torch.multinomial(p, 1).squeeze(1).numpy()
-    return actions[0] if single else actions
+    temperature = check_temperature(temperature)
+    logits = logits.detach().to(torch.float64)
+    if not torch.isfinite(logits).all():
+        raise ValueError("the policy produced non-finite logits (NaN or inf)")
+    if temperature == 0:
+        out = np.zeros(tuple(logits.shape))
+        out[np.arange(len(out)), logits.argmax(dim=-1).numpy()] = 1.0
+        return out
+    return torch.softmax(logits / temperature, dim=-1).numpy()
 
 
-class AgentPolicy:
+class AgentPolicy(PolicyBase):
     """A :class:`~agents.transformer.SplitSeqTransformer` seen as a policy over the odd token.
 
     :param model: the transformer (put in eval mode; dropout off).
@@ -79,7 +128,9 @@ class AgentPolicy:
     :param batch_size: histories per forward pass.
     """
 
-    def __init__(self, model: SplitSeqTransformer, meta: dict[str, Any] | None = None, batch_size: int = 8192):
+    def __init__(
+        self, model: SplitSeqTransformer, meta: dict[str, Any] | None = None, batch_size: int = 8192
+    ):
         self.model = model.eval()
         self.meta = dict(meta or {})
         self.batch_size = batch_size
@@ -91,38 +142,17 @@ class AgentPolicy:
 
     def action_probs(self, histories: np.ndarray, temperature: float = 0.0) -> np.ndarray:
         """``(N, 8)`` distribution over actions (odd tokens 8..15) for ``(N, 20)`` histories."""
-        return probs_from_logits(self._logits(_as_tokens(histories, "histories"))[:, N_OUT:], temperature)
+        return _torch_probs(self._logits(as_tokens(histories, "histories"))[:, N_OUT:], temperature)
 
     def next_token_probs(self, contexts: np.ndarray) -> np.ndarray:
         """``(N, 16)`` predictive distribution of the next token after each 20-token context."""
-        return probs_from_logits(self._logits(_as_tokens(contexts, "contexts")), 1.0)
-
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, None]:
-        """Actions for one observation ``(20,)`` or a batch ``(N, 20)``, as SB3's ``predict``."""
-        return predict_actions(self.action_probs, observation, deterministic), None
+        return _torch_probs(self._logits(as_tokens(contexts, "contexts")), 1.0)
 
     def __repr__(self) -> str:
-        desc = ", ".join(f"{k}={self.meta[k]!r}" for k in ("size", "seed", "task", "method") if k in self.meta)
+        desc = ", ".join(
+            f"{k}={self.meta[k]!r}" for k in ("size", "seed", "task", "method") if k in self.meta
+        )
         return f"AgentPolicy({desc})"
 
 
-def load(path: str | os.PathLike) -> Any:
-    """Load a trained agent as a policy ``measures.measure`` accepts, with SB3-style ``predict``.
-
-    ``.pt`` checkpoints of this project give a :class:`AgentPolicy`; Stable-Baselines3 ``.zip`` files
-    go through :func:`agents.sb3.load_sb3`. A missing, corrupt or mismatched file raises
-    :class:`~agents.checkpoint.CheckpointError`.
-    """
-    path = Path(path)
-    if path.suffix == ".zip":
-        from agents.sb3 import load_sb3
-
-        return load_sb3(path)
-    model, ckpt = load_model(path)
-    return AgentPolicy(model, {**ckpt["meta"], "kind": ckpt["kind"], "path": str(path)})
+__all__ = ["AgentPolicy", "Policy", "PolicyBase", "as_tokens"]

@@ -1,12 +1,13 @@
 """Reference policies: uniform random, the sequence's own (natural) odd token, and the exact oracle.
 
-All three implement the project's policy protocol (see :mod:`agents.policy`): ``action_probs(histories,
-temperature=0.0) -> (N, 8)`` float64 and SB3-style ``predict``. They bracket every trained agent:
+All three implement the project's policy protocol (:class:`agents.policy.Policy`): ``action_probs(histories,
+temperature=0.0) -> (N, 8)`` float64, and SB3-style ``predict`` from :class:`agents.policy.PolicyBase`.
+They bracket every trained agent:
 
 * :class:`UniformPolicy` writes a uniformly random odd token: success ``s_uniform``, Op = 0.
 * :class:`NaturalPolicy` writes what the sequence itself would write: ``0.98`` on the deterministic value
   ``d = deterministic_next(h[-16:])`` of the next (odd) position plus ``0.02 / 8`` on every token
-  (the convention of ``measures.baselines``: noise included).
+  (:func:`seqenv.sequence.natural_odd_probs`, the convention of ``measures.baselines``: noise included).
 * :class:`OraclePolicy` writes the token of highest exact success probability
   ``P(good | h, a) = sum_{x in good} T(x | h, a)`` (:func:`seqenv.sequence.transition_probs`): its
   success is the exact maximum ``mean_i max_a P(good | h_i, a)``, the ceiling of every agent on the task.
@@ -18,33 +19,21 @@ reference, not a random one). The oracle is deterministic at every temperature.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from seqenv.sequence import (
-    N_OUT,
-    ORDER,
-    P_DET,
-    P_MATCH,
-    deterministic_next,
-    transition_probs,
-    validate_histories,
-)
+from agents.policy import PolicyBase
+from seqenv.sequence import N_OUT, natural_odd_probs, transition_probs, validate_histories
 from seqenv.tasks import GoodSpec, good_mask, task_name
+from seqenv.validation import check_choice, check_seed, check_temperature
 
 TIE_BREAKS = ("random", "lowest")
 
 
-def _check_temperature(temperature: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)):
-        raise TypeError(f"temperature must be a number >= 0, got {temperature!r}")
-    if not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+class ReferencePolicy(PolicyBase):
+    """Shared plumbing: history validation, and ``predict`` sampling stochastic policies from ``self.rng``.
 
-
-class ReferencePolicy:
-    """Shared plumbing: history validation and SB3-style :meth:`predict`.
+    ``predict`` is :class:`~agents.policy.PolicyBase`'s: ``predict(deterministic=True)`` takes the most probable action (ties to the lowest index) of a policy that
+    has one; the uniform policy has no preferred action and always samples.
 
     :param seed: seeds the generator :meth:`predict` samples stochastic policies with.
     """
@@ -58,7 +47,7 @@ class ReferencePolicy:
 
     def action_probs(self, histories: np.ndarray, temperature: float = 0.0) -> np.ndarray:
         """``(N, 8)`` float64 distribution over actions 0..7 (odd tokens 8..15) for ``(N, 20)`` histories."""
-        _check_temperature(temperature)
+        check_temperature(temperature)
         h = validate_histories(histories)
         if h.ndim != 2:
             raise ValueError(f"histories must have shape (N, 20), got {h.shape}")
@@ -67,27 +56,13 @@ class ReferencePolicy:
     def _probs(self, histories: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, None]:
-        """Actions for one observation ``(20,)`` or a batch ``(N, 20)``, as SB3's ``predict``.
+    def _greedy(self, deterministic: bool) -> bool:
+        return self.deterministic or deterministic
 
-        ``deterministic=True`` takes the most probable action (ties to the lowest index) of a policy that
-        has one; the uniform policy has no preferred action and always samples (from ``self.rng``).
-        """
-        obs = np.asarray(observation)
-        single = obs.ndim == 1
-        probs = self.action_probs(obs[None] if single else obs)
-        if self.deterministic or (deterministic and not isinstance(self, UniformPolicy)):
-            actions = probs.argmax(axis=1)
-        else:
-            u = self.rng.random(len(probs))[:, None]
-            actions = np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), N_OUT - 1)
-        return (actions[0] if single else actions), None
+    def _sample(self, probs: np.ndarray) -> np.ndarray:
+        """Inverse-CDF sampling with ``self.rng`` (one uniform per history)."""
+        u = self.rng.random(len(probs))[:, None]
+        return np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), N_OUT - 1)
 
 
 class UniformPolicy(ReferencePolicy):
@@ -98,6 +73,9 @@ class UniformPolicy(ReferencePolicy):
 
     def _probs(self, histories: np.ndarray) -> np.ndarray:
         return np.full((len(histories), N_OUT), 1.0 / N_OUT)
+
+    def _greedy(self, deterministic: bool) -> bool:
+        return False  # no mode: a greedy "uniform" policy would be the fixed token 8
 
     def __repr__(self) -> str:
         return "UniformPolicy()"
@@ -110,10 +88,7 @@ class NaturalPolicy(ReferencePolicy):
     """
 
     def _probs(self, histories: np.ndarray) -> np.ndarray:
-        d = deterministic_next(histories[:, -ORDER:])
-        probs = np.full((len(histories), N_OUT), (1 - P_DET) / N_OUT)
-        probs[np.arange(len(d)), d] = P_MATCH
-        return probs
+        return natural_odd_probs(histories)
 
     def __repr__(self) -> str:
         return "NaturalPolicy()"
@@ -144,14 +119,10 @@ class OraclePolicy(ReferencePolicy):
     deterministic = True
 
     def __init__(self, task: GoodSpec = "ngood4", tie_break: str = "random", seed: int = 0):
-        if tie_break not in TIE_BREAKS:
-            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        super().__init__(seed)
+        self.tie_break = check_choice(tie_break, "tie_break", TIE_BREAKS)
+        super().__init__(check_seed(seed))
         self.good = good_mask(task)
         self.task = task_name(task)
-        self.tie_break = tie_break
 
     def success_probs(self, histories: np.ndarray) -> np.ndarray:
         """``(N, 8)`` exact ``P(good | h, a)`` for every action."""

@@ -1,4 +1,6 @@
-"""measures: how many nats of optimization (Op) and impact (Imp) a policy applies to its world (SPEC §4).
+"""measures: how many nats of optimization (Op) and impact (Imp) a policy applies to its world.
+
+The measures are defined in docs/spec.md §4.
 
 >>> import measures
 >>> r = measures.measure(policy, task="ngood4")        # any policy: callable, torch, SB3, agents

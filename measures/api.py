@@ -1,4 +1,6 @@
-"""``measure(policy, ...)``: how many nats of optimization (Op) and impact (Imp) a policy applies (SPEC §4).
+"""``measure(policy, ...)``: how many nats of optimization (Op) and impact (Imp) a policy applies.
+
+The measures are defined in docs/spec.md §4.
 
 >>> import measures
 >>> r = measures.measure(lambda h: h[:, 0] % 8, task="ngood4", n_histories=1024, seed=0)  # any policy
@@ -19,17 +21,19 @@ from scipy import stats
 from measures import monte_carlo
 from measures.baselines import baseline_name, check_baseline, reference_probs
 from measures.intervals import bca_interval
-from measures.policies import Policy, action_probabilities, check_temperature
+from measures.policies import Policy, action_probabilities
 from measures.split import Draws, estimate, group_histories, jackknife
 from measures.theory import imp_min, op_theory
 from seqenv.sequence import CONTEXT, N_OUT, natural_histories, transition_probs, validate_histories
 from seqenv.tasks import GoodSpec, good_mask, task_name
+from seqenv.validation import check_int, check_optional_seed, check_temperature
 
-METHODS = ("exact", "monte_carlo")
-N_HISTORIES = {
-    "exact": 4096,
-    "monte_carlo": 200,
-}  #: default histories per method (the post: 200 x 10 repeats)
+#: the estimators of Op and Imp, the values of ``measure(method=...)``: the exact split-history estimator or the
+#: post's Monte Carlo sampling (not to be confused with ``estimator=``, the Monte Carlo count estimator of
+#: :data:`measures.monte_carlo.ESTIMATORS`)
+MEASURE_METHODS = ("exact", "monte_carlo")
+#: default histories per method (the post: 200 x 10 repeats)
+N_HISTORIES = dict(zip(MEASURE_METHODS, (4096, 200), strict=True))
 FIGURES = ("op", "imp", "imp_min", "op_theory", "excess_op", "excess_imp", "success", "baseline_success")
 
 
@@ -197,9 +201,7 @@ _PER_TASK = ("success", "baseline_success", "op_theory", "imp_min", "excess_op",
 def resolve_histories(histories: Any, n_histories: int, seed: int | None) -> np.ndarray:
     """Validate explicit histories ``(N, 20)`` (N >= 2), or draw ``n_histories`` natural ones with ``seed``."""
     if histories is None:
-        if isinstance(n_histories, bool) or not isinstance(n_histories, (int, np.integer)) or n_histories < 2:
-            raise ValueError(f"n_histories must be an int >= 2, got {n_histories!r}")
-        return natural_histories(int(n_histories), seed)
+        return natural_histories(check_int(n_histories, "n_histories", 2), seed)
     h = validate_histories(histories)
     if h.ndim != 2:
         raise ValueError(f"histories must have shape (N, {CONTEXT}), got {h.shape}")
@@ -208,17 +210,12 @@ def resolve_histories(histories: Any, n_histories: int, seed: int | None) -> np.
     return h
 
 
-def _check_seed(seed: Any) -> None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-
-
 def child_rng(seed: int | None, stream: int) -> np.random.Generator:
     """An independent generator for one use of ``seed`` (1: bootstrap, 2: Monte Carlo sampling, 3: jackknife)."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
 
 
-def evaluate(
+def measure_tasks(
     policy: Policy,
     tasks: tuple[GoodSpec, ...],
     *,
@@ -239,15 +236,14 @@ def evaluate(
 
     Arguments as :func:`measure`; returns the per-resample figures behind :class:`MeasureResult`.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    if method not in MEASURE_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(MEASURE_METHODS)}")
     t = check_temperature(temperature)
     check_baseline(baseline, token)
-    _check_seed(seed)
+    check_optional_seed(seed)
     if not 0 < ci_level < 1:
         raise ValueError(f"ci_level must be in (0, 1), got {ci_level!r}")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be an int >= 0, got {n_bootstrap!r}")
+    n_bootstrap = check_int(n_bootstrap, "n_bootstrap", 0)
     if world is not None and method != "monte_carlo":
         raise ValueError(
             "world= is a black-box sampler for method='monte_carlo'; the exact method uses T itself"
@@ -270,21 +266,18 @@ def evaluate(
             jack = _figures_from(jd, p, world_index=0)
         n = len(h)
     else:
-        if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 2:
-            raise ValueError(
-                f"n_repeats must be an int >= 2 (the standard error needs repeats), got {n_repeats!r}"
-            )
+        n_repeats = check_int(
+            n_repeats, "n_repeats", 2, expected="an int >= 2 (the standard error needs repeats)"
+        )
         fixed = None if histories is None else resolve_histories(histories, 2, None)
-        if fixed is None and (
-            isinstance(n_hist, bool) or not isinstance(n_hist, (int, np.integer)) or n_hist < 2
-        ):
-            raise ValueError(f"n_histories must be an int >= 2, got {n_hist!r}")
+        if fixed is None:
+            n_hist = check_int(n_hist, "n_histories", 2)
         reps = monte_carlo.run(
             lambda hh: (action_probabilities(policy, hh, t), reference_probs(baseline, hh, t, token)),
             masks,
             child_rng(seed, 2),
             n_histories=int(n_hist),
-            n_repeats=int(n_repeats),
+            n_repeats=n_repeats,
             histories=fixed,
             world=world,
             estimator=estimator,
@@ -349,7 +342,7 @@ def measure(
     world: monte_carlo.World | None = None,
     estimator: str = "plugin",
 ) -> MeasureResult:
-    """Split-history Op and Imp of ``policy`` on ``task`` (SPEC §4), with ``Op_theory`` and ``Imp_min``.
+    """Split-history Op and Imp of ``policy`` on ``task`` (docs/spec.md §4), with Op_theory and Imp_min.
 
     :param policy: any policy: a callable on ``(N, 20)`` int64 histories returning actions ``(N,)`` or
         probabilities ``(N, 8)``; a torch module giving ``(N, 8)`` or next-token ``(N, 16)`` logits; a
@@ -373,7 +366,7 @@ def measure(
         (first-order bias corrections, see :mod:`measures.monte_carlo`).
     :return: a frozen :class:`MeasureResult`.
     """
-    ev = evaluate(
+    ev = measure_tasks(
         policy,
         (task,),
         histories=histories,

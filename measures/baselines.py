@@ -1,4 +1,4 @@
-"""Comparison futures ``F'`` (SPEC §4, the post's "family of measures").
+"""Comparison futures ``F'`` (docs/spec.md §4, the post's "family of measures").
 
 * ``"split"`` (default): the split history — action from ``h_j``, world from ``h_i`` — one ``F'_j`` per
   history; ``Op = mean_j H(F'_j) - H(F)``, ``Imp = mean_j KL(F || F'_j)``.
@@ -9,8 +9,8 @@
   - ``"fixed"`` with ``token=`` (an odd token 8..15): ``rho`` always writes that token (the "do nothing" output);
   - ``"natural"``: the sequence's own odd token. Convention: ``rho(.|h)`` is the generator's exact
     distribution of the odd token after ``h``, ``0.98 * onehot(d) + 0.02 / 8`` with ``d`` the deterministic
-    value of the last 16 tokens of ``h`` (noise included, never its greedy value), so ``F'`` is the natural
-    distribution of ``s_{t+1}``;
+    value of the last 16 tokens of ``h`` (noise included, never its greedy value;
+    :func:`seqenv.sequence.natural_odd_probs`), so ``F'`` is the natural distribution of ``s_{t+1}``;
   - a policy object (anything :func:`measures.policies.action_probabilities` accepts, e.g. the pretrained
     model): ``rho`` is its action distribution at the same temperature as the measured policy.
 """
@@ -22,21 +22,15 @@ from typing import Any
 import numpy as np
 
 from measures.policies import action_probabilities
-from seqenv.sequence import N_OUT, ORDER, P_DET, P_MATCH, deterministic_next
+from seqenv.sequence import N_OUT, natural_odd_probs
+from seqenv.validation import check_int
 
 BASELINES = ("split", "random", "fixed", "natural")
 
 
-def natural_action_probs(histories: np.ndarray) -> np.ndarray:
-    """The sequence's own distribution of the odd token after each history, as ``(N, 8)`` action probabilities.
-
-    ``0.98`` on the deterministic value of the last 16 tokens plus ``0.02 / 8`` on every value: the
-    generator's law for the next (odd) position, with action ``a`` standing for token ``8 + a``.
-    """
-    d = deterministic_next(np.asarray(histories)[:, -ORDER:])
-    probs = np.full((len(d), N_OUT), (1 - P_DET) / N_OUT)
-    probs[np.arange(len(d)), d] = P_MATCH
-    return probs
+#: ``rho`` of ``baseline="natural"``: the sequence's own law of the odd token, ``(N, 8)`` action probabilities
+#: (one definition, :func:`seqenv.sequence.natural_odd_probs`; this name is kept for ``measures``' users).
+natural_action_probs = natural_odd_probs
 
 
 def baseline_name(baseline: Any, token: int | None = None) -> str:
@@ -58,14 +52,13 @@ def check_baseline(baseline: Any, token: int | None) -> None:
                 raise ValueError(
                     "baseline='fixed' needs token=: the odd token 8..15 taken as the 'do nothing' output"
                 )
-            if (
-                isinstance(token, bool)
-                or not isinstance(token, (int, np.integer))
-                or not N_OUT <= token < 2 * N_OUT
-            ):
-                raise ValueError(
-                    f"token must be an odd-position token in {N_OUT}..{2 * N_OUT - 1}, got {token!r}"
-                )
+            check_int(
+                token,
+                "token",
+                N_OUT,
+                maximum=2 * N_OUT - 1,
+                expected=f"an odd-position token in {N_OUT}..{2 * N_OUT - 1}",
+            )
             return
     elif baseline is None:
         raise ValueError(f"baseline must be one of {list(BASELINES)} or a reference policy object, got None")
@@ -90,5 +83,5 @@ def reference_probs(
             probs = np.zeros((n, N_OUT))
             probs[:, int(token) - N_OUT] = 1.0
             return probs
-        return natural_action_probs(histories)
+        return natural_odd_probs(histories)
     return action_probabilities(baseline, histories, temperature)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from measures.api import evaluate
+from measures.api import measure_tasks
 from measures.policies import Policy
 from seqenv.tasks import TASKS, GoodSpec
 
@@ -45,7 +45,7 @@ def cross_objective(
     """
     if not ci:
         kwargs.setdefault("n_bootstrap", 0)
-    ev = evaluate(policy, tuple(tasks), **kwargs)
+    ev = measure_tasks(policy, tuple(tasks), **kwargs)
     rows = []
     for k in range(len(ev.tasks)):
         r = ev.result(k)
@@ -92,7 +92,7 @@ def identify_objective(
     tasks = tuple(tasks)
     if len(tasks) < 2:
         raise ValueError(f"identify_objective needs at least 2 candidate tasks, got {len(tasks)}")
-    ev = evaluate(policy, tasks, **kwargs)
+    ev = measure_tasks(policy, tasks, **kwargs)
     gaps = np.abs(ev.figures["excess_op"])  # (B, K)
     point = np.abs(ev.point("excess_op"))
     best = int(np.argmin(point))

@@ -1,4 +1,4 @@
-"""Differential Op and Imp from Jacobians (post, Appendix A; SPEC §4).
+"""Differential Op and Imp from Jacobians (post, Appendix A; docs/spec.md §4).
 
 For a system ``A = f(P)``, ``F = g(A, P)``, ``h(P) = g(f(P), P)``, at a point ``p``:
 
@@ -151,7 +151,9 @@ def jacobians(
     with warnings.catch_warnings():
         # torch's forward-mode AD scripts a helper with torch.jit.script on use, which warns about its own
         # deprecation: nothing a caller of this function can act on
-        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning
+        )
         j_g = jac(lambda q: g(a, q))(p)
         j_h = jac(lambda q: g(f(q), q))(p)
     n_p = p.numel()

@@ -1,4 +1,6 @@
-"""The post's own estimator: sample ``s_{t+1}`` from the generator and count (SPEC §4, ``method="monte_carlo"``).
+"""The post's own estimator: sample ``s_{t+1}`` from the generator and count (``method="monte_carlo"``).
+
+See docs/spec.md §4.
 
 One repeat, on ``n`` histories ``h_1..h_n`` (the post: 200 histories, 10 repeats):
 
@@ -34,6 +36,7 @@ from scipy.special import entr, rel_entr
 from seqenv.sequence import N_OUT, natural_histories, next_deterministic, noise_draws, noisy
 
 World = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+#: the values of ``estimator=``: how entropies and KLs are estimated from the sample counts
 ESTIMATORS = ("plugin", "miller_madow")
 _PAIRS_PER_CHUNK = 1 << 21  # (i, j) world samples drawn at once
 

@@ -32,22 +32,13 @@ import torch
 from scipy.special import softmax
 
 from seqenv.sequence import CONTEXT, N_OUT, VOCAB
+from seqenv.validation import check_temperature
 
 #: Anything :func:`action_probabilities` accepts.
 Policy = Any
 
 PROB_ATOL = 1e-6  #: tolerance on the sum of a returned distribution
 BATCH_SIZE = 8192  #: histories per forward pass of a torch or SB3 policy
-
-
-def check_temperature(temperature: float) -> float:
-    """Validate a sampling temperature: a finite number ``>= 0`` (0 = greedy)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)):
-        raise TypeError(f"temperature must be a number >= 0, got {temperature!r}")
-    t = float(temperature)
-    if not np.isfinite(t) or t < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    return t
 
 
 def greedy(scores: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Self-evaluation (SPEC §4, the post's "Model Self-Evaluation"): Op and Imp with the model's own world.
+"""Self-evaluation (the post's "Model Self-Evaluation"; docs/spec.md §4): Op and Imp in the model's world.
 
 The measures of :mod:`measures.split` use the exact world ``T(x|h, a)``. Self-evaluation replaces it
 with the model's prediction of the next even token ``s_{t+1}`` after the history and its own odd token:
@@ -18,14 +18,13 @@ import numpy as np
 import torch
 from scipy.special import rel_entr
 
-from measures.api import _check_seed, child_rng, resolve_histories
+from measures.api import child_rng, resolve_histories
 from measures.baselines import baseline_name, check_baseline, reference_probs
 from measures.intervals import bca_interval
 from measures.policies import (
     Policy,
     action_probabilities,
     check_probs,
-    check_temperature,
     module_outputs,
     probs_from_logits,
 )
@@ -33,6 +32,7 @@ from measures.split import Draws, estimate, group_histories, jackknife
 from measures.theory import imp_min
 from seqenv.sequence import N_OUT, VOCAB, transition_probs
 from seqenv.tasks import GoodSpec, good_mask, task_name
+from seqenv.validation import check_int, check_optional_seed, check_temperature
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,8 @@ def self_evaluate(
     """
     t = check_temperature(temperature)
     check_baseline(baseline, token)
-    _check_seed(seed)
+    check_optional_seed(seed)
+    n_bootstrap = check_int(n_bootstrap, "n_bootstrap", 0)
     h = resolve_histories(histories, n_histories, seed)
     pi = action_probabilities(model if policy is None else policy, h, t)
     rho = reference_probs(baseline, h, t, token)
@@ -202,6 +203,6 @@ def self_evaluate(
         baseline=baseline_name(baseline, token),
         temperature=t,
         ci=ci,
-        n_resamples=int(n_bootstrap),
+        n_resamples=n_bootstrap,
         ci_level=ci_level,
     )

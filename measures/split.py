@@ -1,4 +1,4 @@
-"""The exact split-history estimator of SPEC §4, with a bootstrap over histories.
+"""The exact split-history estimator of docs/spec.md §4, with a bootstrap over histories.
 
 Given action probabilities ``pi (N, 8)`` and a world model ``T (N, 8, 8)`` indexed ``[i, a, x]``::
 
@@ -28,6 +28,7 @@ import numpy as np
 from scipy.special import entr, rel_entr
 
 from seqenv.sequence import N_OUT
+from seqenv.validation import check_int
 
 _CHUNK_ELEMENTS = 1 << 20  # bound on (resamples x groups x 8) floats held at once (cache-sized chunks)
 # Bootstrap resamples of a split with more groups than this (a stochastic policy: one group per history)
@@ -257,8 +258,7 @@ def jackknife(
     :param rng: deals the histories into blocks (unused when there are at most ``max_rows`` groups).
     :return: ``(draws, multiplicities)``: ``J`` rows of measures and their ``(J,)`` weights.
     """
-    if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) or max_rows < 2:
-        raise ValueError(f"max_rows must be an int >= 2, got {max_rows!r}")
+    max_rows = check_int(max_rows, "max_rows", 2)
     masks = np.asarray(masks, dtype=np.float64)
     n, n_groups = g.n, len(g.counts)
     if n < 2:
@@ -267,7 +267,7 @@ def jackknife(
         left = np.diag(np.ones(n_groups, dtype=np.int64))
         mult = g.counts.astype(np.float64)
     else:
-        blocks = min(int(max_rows), n)
+        blocks = min(max_rows, n)
         group_of = np.repeat(np.arange(n_groups), g.counts)
         block_of = rng.permutation(n) % blocks
         left = np.bincount(block_of * n_groups + group_of, minlength=blocks * n_groups).reshape(

@@ -121,7 +121,10 @@ def main() -> None:
 
     def row(name: str, native: Callable[[], int], dummy: Callable[[], int]) -> None:
         rn, rd = interleaved(native, dummy, args.repeats)
-        fmt = lambda r: f"{max(r):>10,.0f} [{statistics.median(r):>9,.0f}]"
+
+        def fmt(r: list[float]) -> str:
+            return f"{max(r):>10,.0f} [{statistics.median(r):>9,.0f}]"
+
         print(f"{name:38s} {fmt(rn):>22s} {fmt(rd):>22s} {max(rn) / max(rd):>6.1f}x", flush=True)
 
     row("env.step only (random actions)", env_runner("native", n, 200), env_runner("dummy", n, 20))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.data import NextTokenData
-from agents.pretrain import make_optimizer
+from agents.training import make_optimizer
 from agents.transformer import SIZES, SplitSeqTransformer
 from seqenv.sequence import CONTEXT
 

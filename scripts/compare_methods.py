@@ -41,13 +41,14 @@ import torch
 
 import agents
 from agents.finetune import FinetuneConfig, SuccessEvaluator, finetune
-from agents.pretrain import PretrainConfig, history_path, pretrain
+from agents.pretrain import PretrainConfig, pretrain
 from agents.reference import OraclePolicy
 from agents.sb3 import PPO_DEFAULTS, train_ppo
+from agents.training import history_path
 from measures import measure
 from seqenv.sequence import natural_histories
 
-METHODS = ("positive", "reinforce", "ppo", "ppo_mlp")
+COMPARED_METHODS = ("positive", "reinforce", "ppo", "ppo_mlp")
 LABELS = {
     "positive": "(a) positive-only finetuning (post)",
     "reinforce": "(b) REINFORCE + baseline",
@@ -103,7 +104,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=10, help="evaluations along each learning curve")
     ap.add_argument("--eval-histories", type=int, default=4096, help="held-out histories of the learning curves")
     ap.add_argument("--measure-histories", type=int, default=8192, help="held-out histories of the final measures")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(COMPARED_METHODS), choices=COMPARED_METHODS)
     ap.add_argument("--out", type=Path, default=Path("results/compare_methods"))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -179,7 +180,7 @@ def summary_table(df: pd.DataFrame, args: argparse.Namespace) -> str:
             "Op | Op_theory | Op − Op_theory | Imp | Imp_min | samples / seconds to half the oracle gap | wall time (s) |\n"
             "|---|---|---|---|---|---|---|---|---|\n")
     lines = []
-    for method in ("oracle", "pretrained", *[m for m in METHODS if m in set(df.method)]):
+    for method in ("oracle", "pretrained", *[m for m in COMPARED_METHODS if m in set(df.method)]):
         d = df[df.method == method]
         reach = d["samples_to_half_gap"] if "samples_to_half_gap" in d else pd.Series(dtype=float)
         if method in ("oracle", "pretrained"):
@@ -202,7 +203,7 @@ def summary_table(df: pd.DataFrame, args: argparse.Namespace) -> str:
 def plot_curves(cv: pd.DataFrame, path: Path, args: argparse.Namespace) -> None:
     """Greedy success against samples and against wall time, one line per seed, the oracle dashed."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colors = dict(zip(COMPARED_METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for method, d in cv.groupby("method", sort=False):
         for i, (_, s) in enumerate(d.groupby("seed")):
             label = LABELS[method] if i == 0 else None

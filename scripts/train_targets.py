@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from agents.finetune import METHODS, FinetuneConfig, finetune
+from agents.finetune import FINETUNE_METHODS, FinetuneConfig, finetune
 from agents.pretrain import PretrainConfig, pretrain
 from agents.transformer import SIZES
 from seqenv.tasks import TASKS
@@ -82,7 +82,7 @@ def main() -> None:
         help="sizes to pretrain and finetune (none: quick preset only)",
     )
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    ap.add_argument("--methods", nargs="+", default=["reinforce"], choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=["reinforce"], choices=list(FINETUNE_METHODS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--jobs", type=int, default=1, help="finetunings of a size run this many at a time")

@@ -1,18 +1,31 @@
-"""``splitseq demo``: play the environment with a reference policy and print what happens."""
+"""Play the environment with the uniform and the oracle policy and print what happens.
+
+The library part of ``splitseq demo``: the command line parses the options and calls :func:`run_demo`.
+"""
 
 from __future__ import annotations
-
-import argparse
 
 import gymnasium as gym
 import numpy as np
 
-from seqenv.sequence import next_deterministic
+from seqenv.sequence import N_OUT, next_deterministic
 from seqenv.tasks import TASKS, good_mask
+from seqenv.validation import check_choice, check_int, check_positive_int, check_seed
 
 
 def run_demo(task: str = "ngood4", steps: int = 10_000, seed: int = 0, show: int = 3) -> dict[str, float]:
-    """Success rates of the uniform and the greedy-exact (oracle) policy over ``steps`` one-step episodes."""
+    """Success rates of the uniform and the greedy-exact (oracle) policy over ``steps`` one-step episodes.
+
+    :param task: a task id of :data:`seqenv.tasks.TASKS`.
+    :param steps: episodes per policy.
+    :param seed: seeds the environment and the uniform policy.
+    :param show: the oracle's first ``show`` steps are printed as rendered text.
+    :return: ``{"uniform": rate, "oracle": rate}``.
+    """
+    check_choice(task, "task", TASKS)
+    steps = check_positive_int(steps, "steps")
+    seed = check_seed(seed)
+    show = check_int(show, "show", 0)
     env = gym.make(f"SplitSeq-{task}-v0", render_mode="ansi")
     mask = good_mask(task)
     rng = np.random.default_rng(seed)
@@ -22,7 +35,7 @@ def run_demo(task: str = "ngood4", steps: int = 10_000, seed: int = 0, show: int
         wins = 0
         for i in range(steps):
             if name == "uniform":
-                action = int(rng.integers(0, 8))
+                action = int(rng.integers(0, N_OUT))
             else:  # the first action whose deterministic outcome is good (else 0)
                 good = mask[next_deterministic(obs[None])[0]]
                 action = int(np.argmax(good))
@@ -33,18 +46,3 @@ def run_demo(task: str = "ngood4", steps: int = 10_000, seed: int = 0, show: int
             obs = env.reset()[0] if terminated or truncated else obs_next
         rates[name] = wins / steps
     return rates
-
-
-def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="play SplitSeq with the uniform and the oracle policy", description=run_demo.__doc__)
-    p.add_argument("--task", choices=sorted(TASKS), default="ngood4")
-    p.add_argument("--steps", type=int, default=10_000)
-    p.add_argument("--seed", type=int, default=0)
-
-    def func(args: argparse.Namespace) -> int:
-        rates = run_demo(args.task, args.steps, args.seed)
-        for name, rate in rates.items():
-            print(f"{name:8s} success on {args.task}: {rate:.4f}")
-        return 0
-
-    p.set_defaults(func=func)

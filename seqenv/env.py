@@ -1,4 +1,4 @@
-"""The SplitSeq Gymnasium environment (SPEC §3)."""
+"""The SplitSeq Gymnasium environment (docs/spec.md §3)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from seqenv.sequence import (
     validate_histories,
 )
 from seqenv.tasks import GoodSpec, good_mask, task_name
+from seqenv.validation import check_positive_int
 
 # The rule as Python lists for the scalar step (built from the rule itself, not re-implemented):
 _DET = det_from_logsum(np.arange(16)).tolist()  # deterministic value of each log-sum mod 16
@@ -30,18 +31,10 @@ _NOISE_CHUNK = 4096
 _CELL = 16  # pixels per token in rgb_array renders
 # even tokens 0..7 in shades of blue, odd tokens 8..15 in shades of orange (darker = larger value)
 _PALETTE = np.array(
-    [(200 - 20 * v, 220 - 15 * v, 255) for v in range(N_OUT)] + [(255, 210 - 18 * v, 150 - 18 * v) for v in range(N_OUT)],
+    [(200 - 20 * v, 220 - 15 * v, 255) for v in range(N_OUT)]
+    + [(255, 210 - 18 * v, 150 - 18 * v) for v in range(N_OUT)],
     dtype=np.uint8,
 )
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    """``value`` as a positive int; raises naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def check_episode_length(episode_length: int) -> int:
@@ -79,7 +72,7 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
     """Write the odd token of the mod-17 sequence so that the world's next even token is a success.
 
     ## Description
-    The world is the stochastic sequence of SPEC §1: each token is a deterministic function of the 16
+    The world is the stochastic sequence of docs/spec.md §1: each token is a deterministic function of the 16
     before it (``(prod (s+1) mod 17) mod 8``, plus 8 on odd positions), replaced by a uniform draw 2% of the
     time. The agent sees the last 20 tokens, ending on an even position, and writes the next (odd) token;
     the world then writes the following even token, which succeeds if it is in the task's good set.
@@ -138,7 +131,9 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
         self._good = [bool(x) for x in good_mask(good)]
         self.episode_length = check_episode_length(episode_length)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
         self.render_mode = render_mode
         self._history_batch = check_positive_int(history_batch, "history_batch")
         self.observation_space = spaces.MultiDiscrete(np.full(CONTEXT, VOCAB, dtype=np.int64))
@@ -147,11 +142,14 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
         self._obs: np.ndarray | None = None
         self._partial = 0
         self._t = 0
-        self._outcomes: list[list[int]] = []  # per coming step: the world's token for each deterministic value
+        # per coming step: the world's token for each deterministic value
+        self._outcomes: list[list[int]] = []
         self._ui = 0
         self._last: tuple[int, int, bool] | None = None
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
         """Start an episode on a fresh natural history, or on ``options["history"]`` (20 tokens ending on an even
         position). ``seed`` re-seeds the environment and re-builds its supply of histories (a burn-in of
         ~7 ms); resets without a seed take the next history of the supply (~1 µs)."""
@@ -203,7 +201,9 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
             img[: _CELL - 1] = np.repeat(_PALETTE[self._obs], _CELL, axis=0)[None]
             img[: _CELL - 1, _CELL - 1 :: _CELL] = 255  # thin separators between cells
             if self._last is not None:
-                img[_CELL + 2 : 2 * _CELL - 2, -2 * _CELL :] = (60, 180, 75) if self._last[2] else (220, 50, 47)
+                img[_CELL + 2 : 2 * _CELL - 2, -2 * _CELL :] = (
+                    (60, 180, 75) if self._last[2] else (220, 50, 47)
+                )
             return img
         toks = " ".join(f"{int(t):2d}" for t in self._obs)
         line = f"SplitSeq[{self.task}] t={self._t}/{self.episode_length} history: {toks}\n"

@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from seqenv.sequence import CONTEXT, SequenceStreams
+
+_STREAMS_FIELDS = {"n", "rng", "_lags", "_leaving", "_current", "position"}
+
+
+def streams_state_dict(streams: SequenceStreams) -> dict[str, Any]:
+    """The state of ``streams`` as plain data: ints, numpy arrays and the generator's bit-generator state dict.
+
+    Keys are the attribute names (``rng`` holds ``rng.bit_generator.state``). :func:`load_streams_state_dict`
+    restores it; the streams then continue with exactly the tokens the original would have produced.
+    """
+    if set(vars(streams)) != _STREAMS_FIELDS:  # a new attribute would be lost silently otherwise
+        raise RuntimeError(f"SequenceStreams has attributes {sorted(vars(streams))}; update streams_state_dict")
+    return {
+        "n": streams.n,
+        "position": streams.position,
+        "rng": streams.rng.bit_generator.state,
+        "_lags": streams._lags.copy(),
+        "_current": streams._current.copy(),
+        "_leaving": [(s.copy(), d.copy()) for s, d in streams._leaving],
+    }
+
+
+def load_streams_state_dict(streams: SequenceStreams, state: dict[str, Any]) -> None:
+    """Restore a :func:`streams_state_dict` into ``streams`` (of the same size); each array is copied with its
+    dtype. The generator's state is set in place, so whatever shares ``streams.rng`` shares the restored
+    generator."""
+    if state["n"] != streams.n:
+        raise ValueError(f"streams state is for {state['n']} streams; these are {streams.n}")
+    streams.rng.bit_generator.state = state["rng"]
+    streams.position = int(state["position"])
+    streams._lags = np.array(state["_lags"])
+    streams._current = np.array(state["_current"])
+    streams._leaving = [(np.array(s), np.array(d)) for s, d in state["_leaving"]]
 
 
 class HistorySampler:
@@ -35,6 +70,24 @@ class HistorySampler:
         self._hist, self._partial = self.streams.histories()
         self._partial_list = []
         self._next = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's state as plain data (see :func:`streams_state_dict`): the histories not handed out
+        yet and the streams they come from."""
+        return {
+            "streams": streams_state_dict(self.streams),
+            "hist": self._hist.copy(),
+            "partial": self._partial.copy(),
+            "next": self._next,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the histories handed out next are then the original's."""
+        load_streams_state_dict(self.streams, state["streams"])
+        self._hist = np.array(state["hist"], dtype=np.int64)
+        self._partial = np.array(state["partial"], dtype=np.uint8)
+        self._partial_list = []  # rebuilt from _partial on demand
+        self._next = int(state["next"])
 
     def take_one(self) -> tuple[np.ndarray, int]:
         """One history ``(20,)`` int64 and the log-sum of its last 15 tokens as an int."""

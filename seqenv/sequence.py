@@ -1,4 +1,4 @@
-"""The SplitSeq sequence (SPEC §1): the mod-17 recurrence, natural data and the exact world model.
+"""The SplitSeq sequence (docs/spec.md §1): the mod-17 recurrence, natural data and the exact world model.
 
 Positions ``t = 0, 1, 2, ...``; even positions hold tokens 0..7, odd positions 8..15::
 
@@ -15,6 +15,8 @@ the environments, the training data and the measures all reach the recurrence th
 from __future__ import annotations
 
 import numpy as np
+
+from seqenv.validation import check_int, check_positive_int
 
 VOCAB = 16  #: tokens 0..15
 CONTEXT = 20  #: tokens in a history / the model's context
@@ -172,11 +174,10 @@ class SequenceStreams:
     """
 
     def __init__(self, n: int, seed: int | np.random.Generator | None = None, burn_in: int = BURN_IN):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int number of streams, got {n!r}")
-        if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or burn_in < 0 or burn_in % 2 != 1:
+        self.n = check_positive_int(n, "n (streams)")
+        burn_in = check_int(burn_in, "burn_in", 0, expected="a non-negative odd int number of tokens")
+        if burn_in % 2 != 1:
             raise ValueError(f"burn_in must be a non-negative odd int number of tokens, got {burn_in!r}")
-        self.n = int(n)
         self.rng = _rng(seed)
         start = self.rng.integers(0, N_OUT, size=(ORDER, self.n), dtype=np.uint8)
         start[1::2] += N_OUT  # positions 0..15: odd ones hold 8..15
@@ -191,8 +192,8 @@ class SequenceStreams:
         self._current = _PACK[0][logsum]  # b of the next position (16, even)
         self.position = ORDER  # position of the next token
         chunk = max(16, min(256, (1 << 26) // self.n))  # _advance holds (k + 17, n) bytes: <= 64 MiB
-        for done in range(0, int(burn_in), chunk):
-            self._advance(min(chunk, int(burn_in) - done))
+        for done in range(0, burn_in, chunk):
+            self._advance(min(chunk, burn_in - done))
 
     @property
     def logsum(self) -> np.ndarray:
@@ -212,9 +213,7 @@ class SequenceStreams:
     def _advance(self, n_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Advance ``n_tokens`` positions. Returns the bytes ``b`` ``(n_tokens, n)`` of the new positions and
         the noise tokens among them as ``(step, stream, token)`` arrays sorted by step."""
-        if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
-            raise ValueError(f"n_tokens must be a non-negative int, got {n_tokens!r}")
-        k, n = int(n_tokens), self.n
+        k, n = check_int(n_tokens, "n_tokens", 0), self.n
         hits = noise_positions(self.rng, k * n)
         hit_value = self.rng.integers(0, N_OUT, size=len(hits), dtype=np.uint8)
         hit_step = hits // n
@@ -242,7 +241,8 @@ class SequenceStreams:
             repack = _REPACK[1 - p]
             np.multiply(Bm[ORDER + j], 16, out=index)
             index += Bm[j]
-            _STEP2[p].take(index2, out=Bm[ORDER + j + 1].view(np.uint16))  # as if s_t, s_{t-16} were noiseless
+            # as if s_t, s_{t-16} were noiseless:
+            _STEP2[p].take(index2, out=Bm[ORDER + j + 1].view(np.uint16))
             row = B[ORDER + j + 1]
             # A noise token s_t with log factor G adds delta = G - (noiseless log factor) to L from step t + 1
             # on and takes it off again when it leaves the window at step t + 17. Re-packing depends on L
@@ -305,9 +305,8 @@ def generate_sequences(n: int, length: int, seed: int | np.random.Generator | No
 
     :return: ``(n, length)`` int64 array.
     """
-    if int(length) < 1:
-        raise ValueError(f"length must be a positive number of tokens, got {length}")
-    return np.ascontiguousarray(SequenceStreams(n, seed).advance(int(length)).T, dtype=np.int64)
+    length = check_positive_int(length, "length (tokens)")
+    return np.ascontiguousarray(SequenceStreams(n, seed).advance(length).T, dtype=np.int64)
 
 
 def validate_histories(histories: np.ndarray, name: str = "histories") -> np.ndarray:
@@ -339,9 +338,12 @@ def validate_histories(histories: np.ndarray, name: str = "histories") -> np.nda
 
 def partial_logsum(histories: np.ndarray) -> np.ndarray:
     """Log-sum (mod 16) of the last 15 tokens of each history: with the action it fixes the next even token."""
-    return TOKEN_LOG[np.asarray(histories)[..., CONTEXT - ORDER + 1 :]].sum(axis=-1, dtype=np.uint16).astype(
-        np.uint8
-    ) & 15
+    return (
+        TOKEN_LOG[np.asarray(histories)[..., CONTEXT - ORDER + 1 :]]
+        .sum(axis=-1, dtype=np.uint16)
+        .astype(np.uint8)
+        & 15
+    )
 
 
 def _check_actions(actions: np.ndarray) -> np.ndarray:
@@ -367,12 +369,14 @@ def next_deterministic(histories: np.ndarray, actions: np.ndarray | None = None)
         return det_from_logsum(part[..., None] + TOKEN_LOG[N_OUT + np.arange(N_OUT)])
     a = _check_actions(actions)
     if a.shape != h.shape[:-1]:
-        raise ValueError(f"actions must have shape {h.shape[:-1]} to match histories {h.shape}, got {a.shape}")
+        raise ValueError(
+            f"actions must have shape {h.shape[:-1]} to match histories {h.shape}, got {a.shape}"
+        )
     return det_from_logsum(part + TOKEN_LOG[N_OUT + a])
 
 
 def transition_probs(histories: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
-    """Exact one-step world model ``T(x | h, a)`` over the next even token ``x`` in 0..7 (SPEC §1).
+    """Exact one-step world model ``T(x | h, a)`` over the next even token ``x`` in 0..7 (docs/spec.md §1).
 
     ``T = 0.98 * onehot(d) + 0.02 / 8`` where ``d`` is :func:`next_deterministic`.
 

@@ -1,4 +1,4 @@
-"""The RL tasks (SPEC §2): which values of the next even token count as success."""
+"""The RL tasks (docs/spec.md §2): which values of the next even token count as success."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from seqenv.sequence import N_OUT
+from seqenv.validation import check_int
 
 #: The post's three tasks: task id -> good set for ``s_{t+1}``.
 TASKS: dict[str, tuple[int, ...]] = {
@@ -27,17 +28,16 @@ def good_set(good: GoodSpec) -> tuple[int, ...]:
     """
     if isinstance(good, str):
         if good not in TASKS:
-            raise ValueError(f"unknown task {good!r}; expected one of {sorted(TASKS)} or a set of values in 0..7")
+            raise ValueError(
+                f"unknown task {good!r}; expected one of {sorted(TASKS)} or a set of values in 0..7"
+            )
         return TASKS[good]
     try:
         values = list(good)
     except TypeError:
         raise TypeError(f"good must be a task id or an iterable of ints in 0..7, got {good!r}") from None
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"good set holds {v!r} of type {type(v).__name__}; expected ints in 0..7")
-        if not 0 <= v < N_OUT:
-            raise ValueError(f"good set holds {v}, expected values in 0..{N_OUT - 1}")
+        check_int(v, "good set value", 0, maximum=N_OUT - 1)
     if not values:
         raise ValueError("good set is empty; expected a non-empty proper subset of 0..7")
     if len(set(values)) != len(values):

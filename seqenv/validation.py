@@ -15,14 +15,29 @@ import numpy as np
 T = TypeVar("T")
 
 
-def check_int(value: Any, name: str, minimum: int | None = None) -> int:
-    """``value`` as a Python int (numpy integers accepted), at least ``minimum`` when given."""
-    expected = "an int" if minimum is None else f"an int >= {minimum}"
+def check_int(
+    value: Any,
+    name: str,
+    minimum: int | None = None,
+    *,
+    maximum: int | None = None,
+    expected: str | None = None,
+) -> int:
+    """``value`` as a Python int (numpy integers accepted), within ``minimum``..``maximum`` when given.
+
+    ``expected`` replaces the description of what was expected in the error message (default: the bounds).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be {expected}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise TypeError(f"{name} must be {expected or _int_bounds(minimum, maximum)}, got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {expected or _int_bounds(minimum, maximum)}, got {value!r}")
     return int(value)
+
+
+def _int_bounds(minimum: int | None, maximum: int | None) -> str:
+    if maximum is None:
+        return "an int" if minimum is None else f"an int >= {minimum}"
+    return f"an int <= {maximum}" if minimum is None else f"an int in {minimum}..{maximum}"
 
 
 def check_positive_int(value: Any, name: str) -> int:
@@ -33,6 +48,11 @@ def check_positive_int(value: Any, name: str) -> int:
 def check_seed(value: Any, name: str = "seed") -> int:
     """A seed: an int ``>= 0``."""
     return check_int(value, name, minimum=0)
+
+
+def check_optional_seed(value: Any, name: str = "seed") -> int | None:
+    """A seed or ``None`` (fresh entropy): ``None`` or an int ``>= 0``."""
+    return None if value is None else check_int(value, name, minimum=0, expected="an int >= 0 or None")
 
 
 def check_number(

@@ -10,7 +10,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from seqenv.env import _history_option, check_episode_length, check_positive_int
+from seqenv.env import _history_option, check_episode_length
 from seqenv.sampler import HistorySampler
 from seqenv.sequence import (
     CONTEXT,
@@ -23,6 +23,7 @@ from seqenv.sequence import (
     partial_logsum,
 )
 from seqenv.tasks import GoodSpec, good_mask, task_name
+from seqenv.validation import check_positive_int
 
 _NOISE_STEPS = 64  # steps whose noise is drawn at once
 
@@ -121,6 +122,49 @@ class SplitSeqVectorEnv(VectorEnv):
             self._obs[mask], self._partial[mask] = histories, partial
             self._t[mask] = 0
         return self._obs.copy(), {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that decides the coming resets and steps, as plain data: ints, numpy arrays and the
+        generator's bit-generator state dict (no objects). :meth:`load_state_dict` on an env made with the
+        same arguments continues exactly as this one would."""
+        if self._sampler is None:
+            raise gym.error.ResetNeeded("call reset() before state_dict()")
+        return {
+            **self._settings(),
+            "rng": self.np_random.bit_generator.state,  # also the sampler's generator
+            "rng_seed": self._np_random_seed,
+            "sampler": self._sampler.state_dict(),
+            "obs": self._obs.copy(),
+            "partial": self._partial.copy(),
+            "t": self._t.copy(),
+            "noise": self._noise.copy(),
+            "noise_next": self._noise_next,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the env then continues exactly as the one that wrote it."""
+        saved = {key: state.get(key) for key in self._settings()}
+        if saved != self._settings():
+            raise ValueError(f"env state is for {saved}; this env has {self._settings()}")
+        if self._sampler is None:
+            self._sampler = HistorySampler(self._history_batch, self.np_random)
+        self.np_random.bit_generator.state = state["rng"]  # in place: the sampler draws from it too
+        self._np_random_seed = state["rng_seed"]
+        self._sampler.load_state_dict(state["sampler"])
+        self._sampler.streams.rng = self.np_random
+        self._obs = np.array(state["obs"], dtype=np.int64)
+        self._partial = np.array(state["partial"], dtype=np.uint8)
+        self._t = np.array(state["t"], dtype=np.int64)
+        self._noise = np.array(state["noise"], dtype=np.int16)
+        self._noise_next = int(state["noise_next"])
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "num_envs": self.num_envs,
+            "good": list(self.good),
+            "episode_length": self.episode_length,
+            "history_batch": self._history_batch,
+        }
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         a = actions if type(actions) is np.ndarray else np.asarray(actions)

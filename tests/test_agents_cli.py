@@ -10,7 +10,7 @@ import torch
 
 from agents.checkpoint import load_checkpoint
 from agents.cli import main
-from agents.pretrain import history_path
+from agents.training import history_path
 
 torch.set_num_threads(1)
 

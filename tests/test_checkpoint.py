@@ -9,8 +9,10 @@ from agents.checkpoint import (
     FORMAT,
     CheckpointError,
     atomic_write,
+    convert_checkpoint,
     load_checkpoint,
     load_model,
+    numpy_arrays,
     save_checkpoint,
 )
 from agents.policy import AgentPolicy
@@ -133,3 +135,86 @@ def test_atomic_write_never_leaves_half_a_file(model, tmp_path):
         atomic_write(path, crash)
     assert load_checkpoint(path)["meta"] == {"version": 1}  # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no temporary left behind
+
+
+# ----------------------------------------------------------------------- plain data and old-format files
+def test_train_state_is_plain_data_and_loads_with_weights_only(model, tmp_path):
+    """Arrays, numpy scalars and generators are stored as tensors, numbers and state dicts."""
+    rng = np.random.default_rng(5)
+    state = {"obs": np.arange(6, dtype=np.uint8).reshape(2, 3), "n": np.int64(4), "rng": rng, "t": (1, [2.5])}
+    path = save_checkpoint(tmp_path / "m.pt", model, "pretrained", {"x": np.float64(0.5)}, state)
+    raw = torch.load(path, weights_only=True)  # no code from the file runs
+    saved = raw["train_state"]
+    assert torch.equal(saved["obs"], torch.arange(6, dtype=torch.uint8).reshape(2, 3))
+    assert saved["n"] == 4 and type(saved["n"]) is int and raw["meta"] == {"x": 0.5}
+    assert saved["rng"] == rng.bit_generator.state and saved["t"] == (1, [2.5])
+    back = numpy_arrays(saved["obs"])
+    assert isinstance(back, np.ndarray) and back.dtype == np.uint8 and np.array_equal(back, state["obs"])
+    with pytest.raises(TypeError, match="not plain data"):
+        save_checkpoint(tmp_path / "bad.pt", model, "pretrained", train_state={"x": object()})
+
+
+def test_vector_env_state_survives_a_checkpoint_exactly(model, tmp_path):
+    from seqenv.vector import SplitSeqVectorEnv
+
+    a = SplitSeqVectorEnv(6, good="ngood4", episode_length=2, history_batch=10)
+    a.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a.step(rng.integers(0, 8, 6))
+    path = save_checkpoint(tmp_path / "m.pt", model, "finetuned", train_state={"env": a.state_dict()})
+    b = SplitSeqVectorEnv(6, good="ngood4", episode_length=2, history_batch=10)
+    b.load_state_dict(numpy_arrays(load_checkpoint(path)["train_state"]["env"]))
+    for _ in range(30):  # several refills of the 10-history supply, and episode ends
+        actions = rng.integers(0, 8, 6)
+        for x, y in zip(a.step(actions)[:4], b.step(actions)[:4]):
+            assert np.array_equal(x, y)
+    with pytest.raises(ValueError, match="env state is for"):
+        SplitSeqVectorEnv(4, good="ngood4").load_state_dict(a.state_dict())
+
+
+def _old_format(path, model, train_state):
+    """A checkpoint as splitseq wrote them before train states were plain data (live objects pickled)."""
+    payload = {"format": FORMAT, "kind": "finetuned", "config": model.cfg.to_dict(), "model": model.state_dict(),
+               "meta": {"size": "tiny"}, "train_state": train_state}  # fmt: skip
+    torch.save(payload, path)
+    return path
+
+
+def test_old_format_files_are_refused_with_the_converter_named_then_converted(model, tmp_path):
+    old = _old_format(tmp_path / "old.pt", model, {"step": 3, "rng": np.random.default_rng(1), "config": {}})
+    for load in (load_checkpoint, load_model, agents.load):
+        with pytest.raises(CheckpointError, match=r"older splitseq.*convert_checkpoint\("):
+            load(old)
+    new = convert_checkpoint(old, tmp_path / "new.pt")
+    ckpt = load_checkpoint(new)
+    assert ckpt["train_state"]["rng"] == np.random.default_rng(1).bit_generator.state
+    loaded, _ = load_model(new)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert convert_checkpoint(old) == old and load_checkpoint(old)["train_state"]["step"] == 3  # in place
+
+
+def test_converter_drops_a_train_state_whose_classes_are_gone(model, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    gone = types.ModuleType("splitseq_gone_module")
+
+    class Env:  # stands for a class that has since moved
+        def __init__(self):
+            self.obs = np.zeros(3)
+
+    Env.__module__, Env.__qualname__ = gone.__name__, "Env"
+    gone.Env = Env
+    monkeypatch.setitem(sys.modules, gone.__name__, gone)
+    old = _old_format(tmp_path / "old.pt", model, {"step": 3, "env": Env()})
+    monkeypatch.delitem(sys.modules, gone.__name__)
+    with pytest.raises(CheckpointError, match="convert_checkpoint"):
+        load_checkpoint(old)
+    with pytest.warns(UserWarning, match="dropped"):
+        new = convert_checkpoint(old, tmp_path / "new.pt")
+    ckpt = load_checkpoint(new)
+    assert ckpt["train_state"] is None and ckpt["meta"] == {"size": "tiny"}
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        convert_checkpoint(tmp_path / "missing.pt")

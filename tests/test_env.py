@@ -1,4 +1,4 @@
-"""The single environment (SPEC §3): spaces, the world's response, resets, episodes, seeding, errors."""
+"""The single environment (docs/spec.md §3): spaces, the world's response, resets, episodes, errors."""
 
 from __future__ import annotations
 
@@ -90,7 +90,9 @@ def test_make_with_module_prefix_needs_no_prior_import():
         "obs, _ = env.reset(seed=0)\n"
         "print(env.unwrapped.task, obs.shape, env.step(0)[2])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ngood4", "(20,)", "True"]
 
@@ -143,7 +145,9 @@ def test_reset_observations_are_natural():
     far = SequenceStreams(20_000, 5, burn_in=4095).advance(2).T.astype(np.int64)
     for col in range(CONTEXT):
         ref = far[:, 0] - N_OUT if col % 2 == 0 else far[:, 1]
-        table = np.stack([np.bincount(obs[:, col] % N_OUT, minlength=N_OUT), np.bincount(ref, minlength=N_OUT)])
+        table = np.stack(
+            [np.bincount(obs[:, col] % N_OUT, minlength=N_OUT), np.bincount(ref, minlength=N_OUT)]
+        )
         assert stats.chi2_contingency(table).pvalue > P_ALPHA / CONTEXT, col
 
 
@@ -174,7 +178,10 @@ def test_longer_episodes_keep_the_agents_tokens_and_follow_the_rule(k):
     np.testing.assert_array_equal(obs[later], nxt[np.flatnonzero(later) - 1])
     match = x == next_deterministic(obs, a)
     for j in range(k):
-        assert within(match[steps == j].mean(), P_MATCH, int((steps == j).sum())), (j, match[steps == j].mean())
+        assert within(match[steps == j].mean(), P_MATCH, int((steps == j).sum())), (
+            j,
+            match[steps == j].mean(),
+        )
     np.testing.assert_array_equal(r, good_mask("ngood4")[x].astype(float))
 
 
@@ -304,14 +311,22 @@ def test_custom_good_sets_reward_exactly_their_tokens(values, seed):
         ({"good": ()}, ValueError, "good set is empty"),
         ({"good": (0, 0, 1)}, ValueError, r"repeats \[0\]"),
         ({"good": tuple(range(8))}, ValueError, "is all of 0..7"),
-        ({"good": (2, 9)}, ValueError, "good set holds 9, expected values in 0..7"),
-        ({"good": (1.5,)}, TypeError, "holds 1.5 of type float"),
-        ({"good": "ngood4", "episode_length": 0}, ValueError, "episode_length must be a positive int, got 0"),
+        ({"good": (2, 9)}, ValueError, r"good set value must be an int in 0\.\.7, got 9"),
+        ({"good": (1.5,)}, TypeError, r"good set value must be an int in 0\.\.7, got 1.5"),
+        ({"good": "ngood4", "episode_length": 0}, ValueError, "episode_length must be an int >= 1, got 0"),
         ({"good": "ngood4", "episode_length": -2}, ValueError, "got -2"),
         ({"good": "ngood4", "episode_length": 2.0}, TypeError, "got 2.0"),
-        ({"good": "ngood4", "render_mode": "video"}, ValueError, "render_mode must be None or one of.*'video'"),
-        ({"good": "ngood4", "history_batch": 0}, ValueError, "history_batch must be a positive int, got 0"),
-        ({"good": "ngood4", "history_batch": "big"}, TypeError, "history_batch must be a positive int, got 'big'"),
+        (
+            {"good": "ngood4", "render_mode": "video"},
+            ValueError,
+            "render_mode must be None or one of.*'video'",
+        ),
+        ({"good": "ngood4", "history_batch": 0}, ValueError, "history_batch must be an int >= 1, got 0"),
+        (
+            {"good": "ngood4", "history_batch": "big"},
+            TypeError,
+            "history_batch must be an int >= 1, got 'big'",
+        ),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*render_mode='video'")
@@ -324,4 +339,20 @@ def test_bad_arguments_raise_naming_the_value(kwargs, error, match):
 
 def test_package_exports():
     assert seqenv.SplitSeqEnv is SplitSeqEnv
-    assert {"SplitSeqEnv", "SplitSeqVectorEnv", "transition_probs", "natural_histories"} <= set(seqenv.__all__)
+    assert {"SplitSeqEnv", "SplitSeqVectorEnv", "transition_probs", "natural_histories"} <= set(
+        seqenv.__all__
+    )
+
+
+def test_demo_plays_both_policies_and_validates_its_arguments(capsys):
+    from seqenv.demo import run_demo
+
+    rates = run_demo("ngood4", steps=400, seed=1, show=1)
+    assert set(rates) == {"uniform", "oracle"} and rates["oracle"] > rates["uniform"]
+    assert capsys.readouterr().out.startswith("SplitSeq[ngood4]")
+    with pytest.raises(ValueError, match="task must be one of 'ngood2', 'ngood4', 'ngood6'; got 'ngood3'"):
+        run_demo("ngood3")
+    with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
+        run_demo(steps=0)
+    with pytest.raises(TypeError, match="seed must be an int >= 0, got 1.5"):
+        run_demo(seed=1.5)

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import agents
-from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.checkpoint import CheckpointError, convert_checkpoint, load_checkpoint, numpy_arrays
 from agents.finetune import (
+    FINETUNE_BUDGETS,
+    FINETUNE_METHODS,
     HISTORY_COLUMNS,
     FinetuneConfig,
     SuccessEvaluator,
@@ -15,7 +17,8 @@ from agents.finetune import (
     finetune,
     policy_loss,
 )
-from agents.pretrain import PretrainConfig, history_path, pretrain
+from agents.pretrain import PretrainConfig, pretrain
+from agents.training import history_path
 from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import good_mask
 
@@ -128,6 +131,28 @@ def test_method_defaults_resolve_and_explicit_values_win():
         FinetuneConfig(method="reinforce", batch_size=256, minibatch_size=512)
 
 
+def test_presets_are_the_budget_tables():
+    assert FINETUNE_METHODS == ("positive", "reinforce")
+    for budget, by_method in FINETUNE_BUDGETS.items():
+        for method, by_size in by_method.items():
+            for size, steps in by_size.items():
+                cfg = FinetuneConfig.preset(size, task="ngood4", method=method, budget=budget)
+                assert cfg.steps == steps and cfg.checkpoint_every == max(1, steps // 10)
+    assert FinetuneConfig.preset("tiny", task="ngood6", method="reinforce").steps == 100  # half of 200
+    # exactly what the preset gave before the redesign (tiny quick, the quick-preset run)
+    assert FinetuneConfig.preset("tiny", method="positive", budget="quick").to_dict() == {
+        "task": "ngood4", "method": "positive", "seed": 0, "steps": 3200, "batch_size": 256, "epochs": 1,
+        "group_size": 1, "minibatch_size": 256, "clip": 0.2, "lr": 0.001, "warmup_steps": 20,
+        "min_lr_ratio": 1.0, "temperature": 1.0, "dropout": 0.1, "maintenance_lr": 0.0001,
+        "maintenance_batch": 32, "weight_decay": 0.01, "grad_clip": 1.0, "eval_every": 320,
+        "eval_samples": 8192, "checkpoint_every": 320, "threads": 0,
+    }  # fmt: skip
+    import agents.finetune as ft
+
+    with pytest.warns(DeprecationWarning, match="FINETUNE_METHODS"):
+        assert ft.METHODS is FINETUNE_METHODS
+
+
 def test_clipped_surrogate_equals_the_plain_gradient_until_the_policy_moves_then_stops():
     torch.manual_seed(1)
     logits = torch.randn(64, 8)
@@ -215,6 +240,9 @@ def test_resume_after_interruption_is_bit_identical(pretrained, tmp_path):
     full = finetune(pretrained, cfg, tmp_path / "full.pt", progress=False)
     part = finetune(pretrained, cfg, tmp_path / "res.pt", progress=False, stop_after=7)
     assert part["finished"] is False and load_checkpoint(tmp_path / "res.pt")["train_state"]["step"] == 7
+    # the env, data streams and generators are stored as plain data: weights_only loading reads it all
+    state = torch.load(tmp_path / "res.pt", weights_only=True)["train_state"]
+    assert isinstance(state["env"]["rng"], dict) and isinstance(state["obs"], torch.Tensor)
     resumed = finetune(pretrained, cfg, tmp_path / "res.pt", progress=False)
     a, b = load_checkpoint(tmp_path / "full.pt")["model"], load_checkpoint(tmp_path / "res.pt")["model"]
     assert all(torch.equal(v, b[k]) for k, v in a.items())
@@ -232,6 +260,14 @@ def test_bad_configs_and_inputs(pretrained, tmp_path):
         FinetuneConfig(method="ppo")
     with pytest.raises(ValueError, match="temperature"):
         FinetuneConfig(temperature=0.0)
+    with pytest.raises(TypeError, match="steps must be an int >= 1, got 2.5"):
+        FinetuneConfig(steps=2.5)
+    with pytest.raises(TypeError, match="batch_size must be an int >= 1, got True"):
+        FinetuneConfig(batch_size=True)
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
+        FinetuneConfig(seed=-1)
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\), got 1.0"):
+        FinetuneConfig(dropout=1.0)
     with pytest.raises(ValueError, match="much lower"):
         finetune(pretrained, ft_cfg(maintenance_lr=1e-2), tmp_path / "x.pt", progress=False)
     with pytest.raises(CheckpointError, match="no checkpoint"):
@@ -239,3 +275,38 @@ def test_bad_configs_and_inputs(pretrained, tmp_path):
     with pytest.raises(ValueError, match="unknown size"):
         FinetuneConfig.preset("huge")
     assert FinetuneConfig.preset("large", task="ngood2").task == "ngood2"
+
+
+def _as_old_format(path, cfg):
+    """Rewrite an interrupted checkpoint as splitseq wrote them before train states were plain data: the live
+    vector env, numpy arrays, and the maintenance streams' numpy generator were pickled."""
+    import gymnasium as gym
+
+    ckpt = load_checkpoint(path)
+    state = ckpt["train_state"]
+    env = gym.make_vec(
+        f"SplitSeq-{cfg.task}-v0", num_envs=cfg.batch_size, vectorization_mode="vector_entry_point"
+    )
+    env.reset(seed=123)
+    env.load_state_dict(numpy_arrays(state["env"]))
+    streams = numpy_arrays(state["data"]["streams"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = streams["rng"]
+    state.update(
+        env=env, obs=numpy_arrays(state["obs"]), data={**state["data"], "streams": {**streams, "rng": rng}}
+    )
+    torch.save(ckpt, path)
+
+
+def test_old_format_checkpoint_converts_and_resumes_bit_identically(pretrained, tmp_path):
+    cfg = ft_cfg(method="reinforce", steps=8, eval_every=4, checkpoint_every=3, group_size=2)
+    finetune(pretrained, cfg, tmp_path / "full.pt", progress=False)
+    finetune(pretrained, cfg, tmp_path / "old.pt", progress=False, stop_after=5)
+    _as_old_format(tmp_path / "old.pt", cfg)
+    with pytest.raises(CheckpointError, match="convert_checkpoint"):
+        finetune(pretrained, cfg, tmp_path / "old.pt", progress=False)
+    convert_checkpoint(tmp_path / "old.pt")
+    resumed = finetune(pretrained, cfg, tmp_path / "old.pt", progress=False)
+    a, b = load_checkpoint(tmp_path / "full.pt")["model"], load_checkpoint(tmp_path / "old.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert resumed["steps"] == 8

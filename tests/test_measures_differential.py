@@ -1,4 +1,4 @@
-"""measures.differential: Jacobian Op and Imp (post, Appendix A; SPEC §4) and the torch.func helper."""
+"""measures.differential: Jacobian Op and Imp (post, Appendix A; docs/spec.md §4), the torch.func helper."""
 
 import math
 
@@ -69,8 +69,13 @@ def test_non_square_jacobians_follow_the_general_formula():
 
 def test_torch_func_helper_reproduces_the_closed_forms_from_the_functions_alone():
     k = torch.tensor([0.3, 0.5, 2.0], dtype=torch.float64)
-    f = lambda p: p
-    g = lambda a, p: p - (1 - k) * a
+
+    def f(p):
+        return p
+
+    def g(a, p):
+        return p - (1 - k) * a
+
     for mode in ("rev", "fwd"):
         j = D.jacobians(f, g, torch.tensor([1.0, -2.0, 3.0]), mode=mode)
         np.testing.assert_allclose(j.j_g, np.eye(3), atol=1e-15)

@@ -12,7 +12,7 @@ from scipy.special import ndtri
 from test_measures_split import content_policy, soft_oracle  # the same test policies
 
 import measures
-from measures.api import evaluate
+from measures.api import measure_tasks
 from measures.intervals import acceleration, bca_interval
 from measures.split import group_histories, jackknife
 from seqenv.sequence import natural_histories, transition_probs
@@ -76,7 +76,10 @@ def test_intervals_are_elementwise_and_handle_ties_and_nan():
         ({"estimate": np.zeros(2), "boot": np.zeros((10, 3))}, "match the estimate"),
         ({"estimate": 0.0, "boot": np.zeros(10), "level": 1.0}, "level must be in"),
         ({"estimate": 0.0, "boot": np.zeros(10), "jack": np.zeros((4, 2))}, "jack must have shape"),
-        ({"estimate": 0.0, "boot": np.zeros(10), "jack": np.zeros(4), "jack_weights": [1, 2]}, "weights must"),
+        (
+            {"estimate": 0.0, "boot": np.zeros(10), "jack": np.zeros(4), "jack_weights": [1, 2]},
+            "weights must",
+        ),
     ],
 )
 def test_bad_input_is_rejected(kwargs, match):
@@ -91,7 +94,7 @@ def test_bad_input_is_rejected(kwargs, match):
 def test_jackknife_is_leave_one_out_with_multiplicities(temperature):
     h = natural_histories(40, seed=5)
     policy = soft_oracle("ngood4") if temperature else (lambda x: soft_oracle("ngood4")(x).argmax(axis=1))
-    ev = evaluate(policy, ("ngood4",), histories=h, temperature=temperature, n_bootstrap=2)
+    ev = measure_tasks(policy, ("ngood4",), histories=h, temperature=temperature, n_bootstrap=2)
     jack = np.repeat(ev.jackknife["op"], ev.jack_weights.astype(int))
     brute = [
         measures.measure(policy, histories=np.delete(h, i, axis=0), temperature=temperature, n_bootstrap=0).op
@@ -125,14 +128,16 @@ def test_95_percent_intervals_cover_the_population_value():
     # spread; BCa covers them far more often than the percentile interval (measured over 600 samples:
     # 0.92 vs 0.80 and 0.87 vs 0.72), though still below 95%.
     policy = soft_oracle("ngood4")
-    big = evaluate(policy, ("ngood4",), histories=natural_histories(1 << 20, 99), temperature=1.0, n_bootstrap=0)
+    big = measure_tasks(
+        policy, ("ngood4",), histories=natural_histories(1 << 20, 99), temperature=1.0, n_bootstrap=0
+    )
     names = ("op", "imp", "success", "excess_op", "excess_imp")
     truth = {k: big.point(k).ravel()[0] for k in names}
     bca, pct = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
     reps = 300
     for r in range(reps):
         h = natural_histories(2048, seed=1000 + r)
-        ev = evaluate(policy, ("ngood4",), histories=h, temperature=1.0, n_bootstrap=500, seed=r)
+        ev = measure_tasks(policy, ("ngood4",), histories=h, temperature=1.0, n_bootstrap=500, seed=r)
         for k in names:
             lo, hi = (x.ravel()[0] for x in ev.spread(k)[:2])
             bca[k] += lo <= truth[k] <= hi

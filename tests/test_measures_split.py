@@ -1,6 +1,6 @@
 """measures.measure (exact split history), its baselines, bootstrap intervals and cross-objective evaluation.
 
-Closed forms from SPEC §4, two histories worked by hand, the O(N * 64) estimator against the O(N^2)
+Closed forms from docs/spec.md §4, two histories worked by hand, the O(N * 64) estimator against the O(N^2)
 definition, and invariants over random histories and random stochastic policies (hypothesis).
 """
 
@@ -15,7 +15,7 @@ from scipy.special import entr, rel_entr
 import measures
 from measures.theory import imp_min, op_theory
 from seqenv.sequence import generate_sequences, natural_histories, next_deterministic, transition_probs
-from seqenv.tasks import good_mask
+from seqenv.tasks import TASKS, good_mask
 
 HIST = natural_histories(2048, seed=11)
 
@@ -130,7 +130,9 @@ def test_linear_estimator_equals_the_quadratic_definition():
 
 
 def test_temperature_zero_is_greedy_with_ties_to_the_lowest_index():
-    tied = lambda h: np.tile([0.0, 0.5, 0.0, 0.5, 0, 0, 0, 0], (len(h), 1))
+    def tied(h):
+        return np.tile([0.0, 0.5, 0.0, 0.5, 0, 0, 0, 0], (len(h), 1))
+
     a = measures.measure(tied, histories=HIST, n_bootstrap=0)
     b = measures.measure(lambda h: np.full(len(h), 8 + 1 - 8), histories=HIST, n_bootstrap=0)
     assert a.future == b.future
@@ -161,7 +163,10 @@ def test_reference_policy_baseline_matches_the_named_ones():
     ref = measures.measure(pol, histories=HIST, baseline=lambda h: np.zeros(len(h), dtype=int), n_bootstrap=0)
     assert (ref.op, ref.imp) == pytest.approx((fixed.op, fixed.imp), abs=1e-14)
     pol = soft_oracle("ngood2")  # a distribution: measured at temperature 1 like its reference
-    uniform = lambda h: np.full((len(h), 8), 1 / 8)
+
+    def uniform(h):
+        return np.full((len(h), 8), 1 / 8)
+
     rnd = measures.measure(pol, histories=HIST, baseline="random", n_bootstrap=0, temperature=1.0)
     ref = measures.measure(pol, histories=HIST, baseline=uniform, temperature=1.0, n_bootstrap=0)
     assert (ref.op, ref.imp) == pytest.approx((rnd.op, rnd.imp), abs=1e-14)
@@ -196,7 +201,7 @@ BASELINE_SPECS = [("split", None), ("random", None), ("natural", None), ("fixed"
     pol_seed=st.integers(0, 2**31),
     scale=st.sampled_from([0.1, 1.0, 5.0]),
     temperature=st.sampled_from([0.0, 0.5, 1.0, 4.0]),
-    task=st.sampled_from(["ngood2", "ngood4", "ngood6", (3,), (1, 2, 3, 5, 6, 7, 0)]),
+    task=st.sampled_from([*TASKS, (3,), (1, 2, 3, 5, 6, 7, 0)]),
     baseline=st.sampled_from(BASELINE_SPECS),
 )
 def test_imp_at_least_imp_min_at_least_zero(hist_seed, n, pol_seed, scale, temperature, task, baseline):
@@ -291,7 +296,7 @@ def test_drawn_histories_are_natural_histories_of_the_seed():
 
 def test_cross_objective_rows_share_op_and_follow_the_theory():
     df = measures.cross_objective(oracle("ngood2"), histories=HIST)
-    assert list(df.index) == ["ngood2", "ngood4", "ngood6"]
+    assert list(df.index) == list(TASKS)
     assert df["op"].nunique() == 1 and df["imp"].nunique() == 1  # Op and Imp do not depend on the task
     np.testing.assert_allclose(
         df["op_theory"], op_theory(df["success"].to_numpy(), df["p"].to_numpy()), atol=1e-12
@@ -307,7 +312,7 @@ def test_cross_objective_rows_share_op_and_follow_the_theory():
     assert (with_ci["op_lo"] <= with_ci["op"]).all() and (with_ci["op"] <= with_ci["op_hi"]).all()
 
 
-@pytest.mark.parametrize("task", ["ngood2", "ngood4", "ngood6"])
+@pytest.mark.parametrize("task", list(TASKS))
 def test_identify_objective_finds_the_task_an_oracle_optimizes(task):
     for pol, temperature in ((soft_oracle(task), 1.0), (oracle(task), 0.0)):
         ident = measures.identify_objective(pol, histories=HIST, temperature=temperature, n_bootstrap=200)
@@ -329,7 +334,7 @@ def test_identify_objective_finds_the_task_an_oracle_optimizes(task):
     "kwargs, error, match",
     [
         ({"task": "ngood3"}, ValueError, "unknown task 'ngood3'"),
-        ({"task": (0, 9)}, ValueError, "good set holds 9"),
+        ({"task": (0, 9)}, ValueError, "good set value must be an int in 0..7, got 9"),
         ({"histories": HIST[:, :19]}, ValueError, r"shape \(\.\.\., 20\), got \(2048, 19\)"),
         ({"histories": HIST[0]}, ValueError, r"shape \(N, 20\), got \(20,\)"),
         ({"histories": HIST.astype(float)}, TypeError, "dtype float64"),
@@ -344,8 +349,14 @@ def test_identify_objective_finds_the_task_an_oracle_optimizes(task):
         ({"baseline": "random", "token": 9}, ValueError, "token=9 only applies to baseline='fixed'"),
         ({"temperature": -1.0}, ValueError, "temperature must be a finite number >= 0.*got -1.0"),
         ({"temperature": float("nan")}, ValueError, "got nan"),
-        ({"seed": -3}, ValueError, "seed must be a non-negative int or None, got -3"),
+        ({"seed": -3}, ValueError, "seed must be an int >= 0 or None, got -3"),
+        ({"seed": 1.5}, TypeError, "seed must be an int >= 0 or None, got 1.5"),
         ({"n_bootstrap": -1}, ValueError, "n_bootstrap must be an int >= 0, got -1"),
+        ({"n_bootstrap": True}, TypeError, "n_bootstrap must be an int >= 0, got True"),
+        ({"n_histories": 100.0}, TypeError, "n_histories must be an int >= 2, got 100.0"),
+        ({"baseline": "fixed", "token": 9.0}, TypeError, "odd-position token in 8..15, got 9.0"),
+        ({"baseline": "fixed", "token": 16}, ValueError, "odd-position token in 8..15, got 16"),
+        ({"temperature": "1"}, TypeError, "temperature must be a finite number >= 0.*got '1'"),
         ({"ci_level": 1.5}, ValueError, r"ci_level must be in \(0, 1\), got 1.5"),
     ],
 )

@@ -10,7 +10,8 @@ import torch
 
 from agents.checkpoint import CheckpointError, load_checkpoint
 from agents.data import NextTokenData, eval_set
-from agents.pretrain import HISTORY_COLUMNS, PretrainConfig, history_path, lr_at, pretrain
+from agents.pretrain import HISTORY_COLUMNS, PRETRAIN_BUDGETS, PretrainConfig, pretrain
+from agents.training import history_path, lr_at
 from seqenv.sequence import P_MATCH, deterministic_next, validate_histories
 
 torch.set_num_threads(1)
@@ -69,8 +70,24 @@ def test_bad_data_arguments():
         NextTokenData(7)
     with pytest.raises(ValueError, match="parity"):
         NextTokenData(8, parity="both-ish")
-    with pytest.raises(TypeError, match="int"):
+    with pytest.raises(TypeError, match="batch_size must be an int >= 1, got 8.0"):
         NextTokenData(8.0)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        NextTokenData(0, parity="odd")
+
+
+def test_data_state_is_plain_data(tmp_path):
+    """The data state is arrays, ints and the generator's state dict: it survives weights_only loading."""
+    from agents.checkpoint import numpy_arrays, to_plain
+
+    data = NextTokenData(8, seed=2, parity="even")
+    data.batch_numpy()
+    torch.save(to_plain(data.state_dict()), tmp_path / "s.pt")
+    state = numpy_arrays(torch.load(tmp_path / "s.pt", weights_only=True))
+    expected = data.batch_numpy()
+    other = NextTokenData(8, seed=5, parity="even")
+    other.load_state_dict(state)
+    assert all(np.array_equal(a, b) for a, b in zip(expected, other.batch_numpy()))
 
 
 # ------------------------------------------------------------------------------------------ schedule
@@ -89,6 +106,7 @@ def test_config_defaults_and_validation():
     cfg = PretrainConfig(size="large")
     assert cfg.steps > 0 and cfg.batch_size > 0 and cfg.lr > 0 and cfg.weight_decay == 0.01
     assert PretrainConfig.preset("tiny", budget="quick").steps <= PretrainConfig.preset("tiny").steps
+    assert PretrainConfig.preset("small", budget="quick").steps == PRETRAIN_BUDGETS["quick"]["small"]
     with pytest.raises(ValueError, match="unknown size"):
         PretrainConfig(size="huge")
     with pytest.raises(ValueError, match="steps"):
@@ -99,6 +117,26 @@ def test_config_defaults_and_validation():
         PretrainConfig(lr=-1.0)
     with pytest.raises(ValueError, match="budget"):
         PretrainConfig.preset("tiny", budget="huge")
+    with pytest.raises(TypeError, match="steps must be an int >= 1, got 1.5"):
+        PretrainConfig(steps=1.5)
+    with pytest.raises(TypeError, match="seed must be an int >= 0, got True"):
+        PretrainConfig(seed=True)
+    with pytest.raises(ValueError, match=r"min_lr_ratio must be a number in \[0, 1\], got 1.5"):
+        PretrainConfig(min_lr_ratio=1.5)
+    with pytest.raises(ValueError, match=r"beta2 must be a number in \[0, 1\), got 1.0"):
+        PretrainConfig(beta2=1.0)
+
+
+def test_renamed_names_still_resolve_with_a_warning():
+    import agents.pretrain as pt
+    from agents.data import heldout_metrics
+
+    with pytest.warns(DeprecationWarning, match="heldout_metrics"):
+        assert pt.evaluate is heldout_metrics
+    with pytest.warns(DeprecationWarning, match="PRETRAIN_DEFAULTS"):
+        assert pt.PRESETS is pt.PRETRAIN_DEFAULTS
+    with pytest.raises(AttributeError):
+        pt.no_such_name  # noqa: B018
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -112,6 +150,7 @@ def test_pretraining_learns_logs_and_checkpoints(tmp_path):
     ckpt = load_checkpoint(out)
     assert ckpt["kind"] == "pretrained" and ckpt["meta"]["size"] == "tiny" and ckpt["meta"]["seed"] == 3
     assert ckpt["meta"]["acc_even"] == s["acc_even"] and "optimizer" not in ckpt["train_state"]
+    assert torch.load(out, weights_only=True)["train_state"]["finished"] is True
     hist = pd.read_csv(history_path(out))
     assert tuple(hist.columns) == HISTORY_COLUMNS and list(hist["step"]) == [100, 200, 300, 400]
     assert hist["eval_loss"].iloc[-1] < hist["eval_loss"].iloc[0]
@@ -151,6 +190,7 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch):
         pretrain(cfg, out, progress=False)
     monkeypatch.setattr(NextTokenData, "batch", original)
     assert load_checkpoint(out)["train_state"]["step"] == 20
+    assert torch.load(out, weights_only=True)["train_state"]["step"] == 20  # plain data: no objects pickled
     resumed = pretrain(cfg, out, progress=False)
 
     a, b = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(out)

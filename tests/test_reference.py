@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import agents
 import measures
 from agents.reference import NaturalPolicy, OraclePolicy, UniformPolicy
 from seqenv.sequence import generate_sequences, natural_histories
@@ -12,7 +13,7 @@ H = natural_histories(4096, seed=11)
 
 
 def spec_next(window) -> int:
-    """SPEC §1 by hand: ((prod (s + 1)) mod 17) mod 8 over the 16 tokens before the next position."""
+    """docs/spec.md §1 by hand: ((prod (s + 1)) mod 17) mod 8 over the 16 tokens before the next position."""
     prod = 1
     for s in window:
         prod = prod * (int(s) + 1) % 17
@@ -142,3 +143,17 @@ def test_bad_arguments_raise_clear_errors():
         NaturalPolicy().action_probs(bad)
     with pytest.raises(ValueError, match=r"\(\.\.\., 20\)"):
         OraclePolicy().action_probs(H[:, :19])
+
+
+def test_reference_policies_follow_the_shared_protocol():
+    assert agents.reference.OraclePolicy is OraclePolicy  # reachable after a bare `import agents`
+    for pol in (UniformPolicy(), NaturalPolicy(), OraclePolicy()):
+        assert isinstance(pol, agents.Policy) and isinstance(pol, agents.PolicyBase)
+    # sampling uses the policy's own generator: the same seed gives the same actions, whatever torch's state
+    a = NaturalPolicy(seed=4).predict(H, deterministic=False)[0]
+    b = NaturalPolicy(seed=4).predict(H, deterministic=False)[0]
+    assert np.array_equal(a, b)
+    with pytest.raises(TypeError, match="temperature"):
+        NaturalPolicy().action_probs(H[:2], temperature="0")
+    with pytest.raises(TypeError, match="seed"):
+        OraclePolicy("ngood4", seed=1.5)

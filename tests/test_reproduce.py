@@ -24,22 +24,28 @@ import torch
 
 import agents
 import measures
-from agents import reproduce_cli
-from scripts import figures, report
-from scripts.reproduce import (
+from agents.cli import main as splitseq_main
+from agents.pipeline import (
     RESULT_COLUMNS,
     SweepConfig,
     Unit,
+    figures,
     finetune_config,
     plan,
     pretrain_config,
+    report,
     run_sweep,
     units_to_run,
 )
-from scripts.reproduce import main as reproduce_main
+from agents.pipeline.measure import N_BOOTSTRAP, reference_policies
+from agents.pipeline.sweep import SweepLock
 from seqenv.sequence import natural_histories
 
 torch.set_num_threads(1)
+
+
+def reproduce_main(argv: list[str]) -> int:
+    return splitseq_main(["reproduce", *argv])
 
 REPO = Path(__file__).resolve().parent.parent
 #: the reduced budget: every trainer step count times this (tiny: a few dozen steps)
@@ -139,8 +145,6 @@ def test_every_model_is_measured_on_the_same_seeded_histories(sweep_dir, results
 def test_measures_reproduces_every_row_from_the_saved_checkpoints(sweep_dir, results):
     cfg = quick_config()
     h = np.load(sweep_dir / "histories.npy")
-    from scripts._measure import N_BOOTSTRAP, reference_policies
-
     refs = reference_policies(cfg)
     for model, g in results.groupby("model"):
         ckpt = g["checkpoint"].iloc[0]
@@ -276,12 +280,12 @@ def test_merging_refuses_sweeps_that_do_not_fit_together(sweep_dir, tmp_path, ca
 
 def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_results(sweep_dir, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "scripts.reproduce", *ARGS, "--out", str(out), "--workers", "2", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "agents", "reproduce", *ARGS, "--out", str(out), "--workers", "2", "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, from any directory
     runs = pd.read_csv(sweep_dir / "timings.csv")
     busy = float(runs["wall_s"].sum())  # the uninterrupted sweep's work, in seconds
     delay = random.uniform(1.0, 2.0 + 0.6 * busy)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -298,7 +302,7 @@ def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_results(sweep_dir
             np.load(path)
         elif path.suffix == ".json":
             json.loads(path.read_text())
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, f"resume after a kill at {delay:.1f} s failed:\n{done.stderr[-3000:]}"
     assert not list(out.rglob("*.tmp")), "temporary files left behind"
     a = pd.read_csv(sweep_dir / "results.csv")
@@ -328,23 +332,21 @@ def test_ray_backend_runs_the_same_units(sweep_dir, tmp_path):
 
 # -------------------------------------------------------------------------------------------- bad input
 def test_bad_settings_raise_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+    with pytest.raises(ValueError, match="preset must be one of 'quick', 'full'; got 'huge'"):
         SweepConfig.from_preset("huge")
     with pytest.raises(ValueError, match="unknown size 'giant'"):
         SweepConfig.from_preset("quick", sizes=["giant"])
     with pytest.raises(ValueError, match="unknown task 'ngood3'"):
         SweepConfig.from_preset("quick", tasks=["ngood3"])
-    with pytest.raises(ValueError, match="steps_scale must be a positive"):
+    with pytest.raises(ValueError, match="steps_scale must be a finite number > 0, got 0.0"):
         SweepConfig.from_preset("quick", steps_scale=0.0)
-    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="workers must be an int >= 1, got 0"):
         run_sweep(tmp_path / "a", quick_config(), workers=0)
-    with pytest.raises(ValueError, match="backend must be 'local' or 'ray', got 'slurm'"):
+    with pytest.raises(ValueError, match="backend must be one of 'local', 'ray'; got 'slurm'"):
         run_sweep(tmp_path / "a", quick_config(), backend="slurm")
 
 
 def test_the_finetuning_method_is_a_sweep_setting():
-    from scripts.reproduce import finetune_config
-
     post, rf = SweepConfig.from_preset("full"), SweepConfig.from_preset("full", method="reinforce")
     assert post.method == "positive"  # the post's method unless asked otherwise
     assert finetune_config(post, "large", 0, "ngood4").method == "positive"
@@ -353,7 +355,7 @@ def test_the_finetuning_method_is_a_sweep_setting():
     # a sweep.json written before the method was a setting reads as the post's method
     old = {k: v for k, v in post.to_dict().items() if k != "method"}
     assert SweepConfig.from_dict(old) == post
-    with pytest.raises(ValueError, match="method must be 'positive' or 'reinforce', got 'ppo'"):
+    with pytest.raises(ValueError, match="method must be one of 'positive', 'reinforce'; got 'ppo'"):
         SweepConfig.from_preset("quick", method="ppo")
 
 
@@ -367,9 +369,7 @@ def test_a_directory_of_another_sweep_is_refused(tmp_path):
 
 
 def test_two_sweeps_never_share_a_directory(tmp_path):
-    from scripts.reproduce import _Lock
-
-    lock = _Lock(tmp_path)
+    lock = SweepLock(tmp_path)
     try:
         with pytest.raises(RuntimeError, match="in use by another reproduce run"):
             run_sweep(tmp_path, quick_config(), progress=False)
@@ -389,15 +389,27 @@ def test_plan_orders_every_unit_after_its_inputs():
 
 
 # --------------------------------------------------------------------------------------------------- CLI
-def test_cli_finds_the_pipeline_in_the_checkout():
-    assert reproduce_cli.repo_root() == REPO
-    assert reproduce_cli.load_pipeline().__name__ == "scripts.reproduce"
-    out = subprocess.run(["splitseq", "reproduce", "--help"], capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0 and "--preset" in out.stdout and "--backend" in out.stdout
+def test_the_command_runs_from_any_directory_without_path_tricks(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for cmd in (["splitseq", "reproduce", "--help"], [sys.executable, "-m", "agents", "reproduce", "--help"]):
+        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0 and "--preset" in out.stdout and "--backend" in out.stdout, out.stderr
+    # no module of the installed packages edits the import path
+    for pkg in ("seqenv", "measures", "agents"):
+        for path in (REPO / pkg).rglob("*.py"):
+            text = path.read_text()
+            assert "sys.path" not in text and "PYTHONPATH" not in text, path
 
 
-def test_cli_outside_a_checkout_says_what_is_needed(monkeypatch, tmp_path):
-    fake = tmp_path / "site-packages" / "agents" / "reproduce_cli.py"
-    monkeypatch.setattr(reproduce_cli, "__file__", str(fake))
-    with pytest.raises(reproduce_cli.NotACheckoutError, match="needs a source checkout"):
-        reproduce_cli.repo_root()
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--sizes", "giant"], "unknown size 'giant'"),
+        (["--tasks", "ngood3"], "unknown task 'ngood3'"),
+        (["--seeds", "0", "0"], "seeds repeats a value"),
+    ],
+)
+def test_bad_sweep_settings_are_one_line(argv, expected, tmp_path, capsys):
+    assert reproduce_main(["--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err

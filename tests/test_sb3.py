@@ -18,10 +18,10 @@ from agents.sb3 import (
     export_checkpoint,
     load_ppo,
     load_sb3,
+    make_sb3_vec_env,
     tokens_from_observation,
     train_ppo,
 )
-from agents.sb3_vec_env import make_sb3_vec_env
 from agents.transformer import SplitSeqTransformer, count_parameters
 from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import good_mask
@@ -45,8 +45,9 @@ def pretrained(tmp_path_factory):
 
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("sb3") / "tiny.pt"
-    cfg = PretrainConfig(size="tiny", seed=0, steps=400, warmup_steps=50, eval_every=400, eval_samples=1024,
-                         checkpoint_every=0)
+    cfg = PretrainConfig(
+        size="tiny", seed=0, steps=400, warmup_steps=50, eval_every=400, eval_samples=1024, checkpoint_every=0
+    )
     pretrain(cfg, path, progress=False)
     return path
 
@@ -65,7 +66,14 @@ def exact_success(policy, histories: np.ndarray, temperature: float, task: str =
 
 
 def small_ppo(env, policy_kwargs, seed=0, **kw):
-    args = {"n_steps": 8, "batch_size": 128, "n_epochs": 4, "learning_rate": 1e-3, "seed": seed, "device": "cpu"}
+    args = {
+        "n_steps": 8,
+        "batch_size": 128,
+        "n_epochs": 4,
+        "learning_rate": 1e-3,
+        "seed": seed,
+        "device": "cpu",
+    }
     return PPO(TransformerPolicy, env, policy_kwargs=policy_kwargs, **{**args, **kw})
 
 
@@ -201,7 +209,9 @@ def test_zip_round_trip_gives_identical_deterministic_actions(trained, tmp_path)
     want = model.predict(HIST, deterministic=True)[0]
     for loaded in (load_sb3(path), agents.load(path), load_ppo(path), PPO.load(path, device="cpu")):
         np.testing.assert_array_equal(loaded.predict(HIST, deterministic=True)[0], want)
-    np.testing.assert_array_equal(load_sb3(path).action_probs(HIST, 1.0), as_policy(model).action_probs(HIST, 1.0))
+    np.testing.assert_array_equal(
+        load_sb3(path).action_probs(HIST, 1.0), as_policy(model).action_probs(HIST, 1.0)
+    )
     # the zip alone suffices: move the pretrained checkpoint away
     moved = tmp_path / "elsewhere.zip"
     moved.write_bytes(path.read_bytes())
@@ -242,7 +252,9 @@ def test_export_checkpoint_keeps_the_trained_policy(trained, tmp_path):
     path = export_checkpoint(model, tmp_path / "ppo.pt")
     exported = agents.load(path)
     assert exported.meta["kind"] == "sb3"
-    np.testing.assert_allclose(exported.action_probs(HIST, 1.0), as_policy(model).action_probs(HIST, 1.0), atol=1e-6)
+    np.testing.assert_allclose(
+        exported.action_probs(HIST, 1.0), as_policy(model).action_probs(HIST, 1.0), atol=1e-6
+    )
 
 
 def test_measure_of_the_sb3_model_equals_measure_of_the_loaded_zip(trained):
@@ -256,6 +268,42 @@ def test_measure_of_the_sb3_model_equals_measure_of_the_loaded_zip(trained):
             assert getattr(a, name) == pytest.approx(getattr(b, name), abs=1e-6), name
 
 
+def test_agents_softmax_agrees_with_measures_probs_from_logits():
+    """agents keeps torch's float64 softmax (the numbers its agents were measured with), measures scipy's.
+
+    Greedy one-hots are identical; tempered softmaxes are the same law and differ only in the last bits.
+    """
+    from agents.policy import _torch_probs
+    from measures.policies import probs_from_logits
+
+    logits = np.random.default_rng(0).normal(size=(4096, 8)) * 5
+    for t in (0.0, 1.0, 2.0):
+        got, want = _torch_probs(torch.from_numpy(logits), t), probs_from_logits(logits, t)
+        if t == 0:
+            assert np.array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+    with pytest.raises(TypeError, match="temperature"):
+        _torch_probs(torch.from_numpy(logits), "1")
+    with pytest.raises(ValueError, match="temperature"):
+        _torch_probs(torch.from_numpy(logits), -1.0)
+
+
+def test_sb3_policies_share_the_protocol_and_its_predict(trained):
+    model, path = trained
+    for pol in (as_policy(model), agents.load(path)):
+        assert isinstance(pol, agents.Policy) and isinstance(pol, agents.PolicyBase)
+    in_memory, loaded = (
+        as_policy(model),
+        agents.load(path),
+    )  # (building a policy draws from torch's generator)
+    torch.manual_seed(0)
+    a = in_memory.predict(HIST, deterministic=False)[0]
+    torch.manual_seed(0)
+    b = loaded.predict(HIST, deterministic=False)[0]
+    np.testing.assert_array_equal(a, b)  # sampling follows torch's global generator
+
+
 def test_not_a_zip_raises_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="no SB3 model"):
         load_sb3(tmp_path / "missing.zip")
@@ -264,7 +312,9 @@ def test_not_a_zip_raises_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable Stable-Baselines3 zip"):
         agents.load(bad)
     with pytest.raises(TypeError, match="TransformerPolicy"):
-        export_checkpoint(PPO("MlpPolicy", make_sb3_vec_env("ngood4", 2), n_steps=8, batch_size=16), tmp_path / "y.pt")
+        export_checkpoint(
+            PPO("MlpPolicy", make_sb3_vec_env("ngood4", 2), n_steps=8, batch_size=16), tmp_path / "y.pt"
+        )
 
 
 def test_mlp_policy_zips_load_as_protocol_policies(tmp_path):
@@ -280,8 +330,29 @@ def test_cli_trains_saves_zip_and_tensorboard(pretrained, tmp_path, capsys):
     from agents.cli import main
 
     out = tmp_path / "run" / "agent.zip"
-    rc = main(["ppo", "--task", "ngood4", "--pretrained", str(pretrained), "--timesteps", "1024", "--out", str(out),
-               "--n-envs", "64", "--seed", "2", "--n-steps", "8", "--batch-size", "128", "--eval-every", "512"])
+    rc = main(
+        [
+            "ppo",
+            "--task",
+            "ngood4",
+            "--pretrained",
+            str(pretrained),
+            "--timesteps",
+            "1024",
+            "--out",
+            str(out),
+            "--n-envs",
+            "64",
+            "--seed",
+            "2",
+            "--n-steps",
+            "8",
+            "--batch-size",
+            "128",
+            "--eval-every",
+            "512",
+        ]
+    )
     assert rc == 0 and out.exists()
     printed = capsys.readouterr().out
     assert "greedy success" in printed and str(out) in printed

@@ -1,4 +1,4 @@
-"""agents.sb3_vec_env.SB3VecEnv: SB3's VecEnv contract over the native batched SplitSeq environment."""
+"""agents.sb3.vec_env.SB3VecEnv: SB3's VecEnv contract over the native batched SplitSeq environment."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
 import seqenv
-from agents.sb3_vec_env import SB3VecEnv, make_sb3_vec_env
+from agents.sb3.vec_env import SB3VecEnv, make_sb3_vec_env
 from seqenv.sequence import CONTEXT, N_OUT, P_MATCH, next_deterministic
 from seqenv.tasks import good_mask
 
@@ -116,7 +116,11 @@ def test_statistics_match_dummy_vec_env_of_single_envs():
     stats = {}
     for name, env, steps in (
         ("native", make_sb3_vec_env("ngood4", 512, seed=1), 20),
-        ("dummy", make_vec_env("SplitSeq-ngood4-v0", n_envs=16, seed=1, env_kwargs={"render_mode": None}), 320),
+        (
+            "dummy",
+            make_vec_env("SplitSeq-ngood4-v0", n_envs=16, seed=1, env_kwargs={"render_mode": None}),
+            320,
+        ),
     ):
         obs = env.reset()
         match = success = 0
@@ -128,7 +132,7 @@ def test_statistics_match_dummy_vec_env_of_single_envs():
             match += int((x == det).sum())
             success += int(r.sum())
         stats[name] = (match, success, steps * env.num_envs)
-    for match, success, n in stats.values():
+    for match, _success, n in stats.values():
         assert abs(match / n - P_MATCH) <= z_bound(P_MATCH, n)  # the world writes d with prob 0.98 + 0.02/8
     (_, s1, n1), (_, s2, n2) = stats["native"], stats["dummy"]
     pooled = (s1 + s2) / (n1 + n2)

@@ -1,4 +1,4 @@
-"""The sequence (SPEC §1): the rule, the generator, natural histories and the exact world model."""
+"""The sequence (docs/spec.md §1): the rule, the generator, natural histories and the exact world model."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from seqenv.sequence import (
     deterministic_next,
     generate_sequences,
     natural_histories,
+    natural_odd_probs,
     next_deterministic,
     noise_positions,
     partial_logsum,
@@ -35,7 +36,7 @@ P_ALPHA = 1e-6  # p-value below which a chi-square comparison fails
 
 
 def literal_rule(window: list[int]) -> int:
-    """SPEC §1 with Python ints: (prod(s + 1) mod 17) mod 8."""
+    """docs/spec.md §1 with Python ints: (prod(s + 1) mod 17) mod 8."""
     return math.prod(s + 1 for s in window) % 17 % 8
 
 
@@ -258,11 +259,15 @@ def test_transition_probs_closed_form():
     assert probs.shape == (30, 100, N_OUT) and probs.dtype == np.float64
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=0, atol=1e-15)
     want = np.full((30, 100, N_OUT), (1 - P_DET) / N_OUT)
-    np.put_along_axis(want, next_deterministic(h, actions)[..., None].astype(np.intp), P_DET + 0.0025, axis=-1)
+    np.put_along_axis(
+        want, next_deterministic(h, actions)[..., None].astype(np.intp), P_DET + 0.0025, axis=-1
+    )
     np.testing.assert_array_equal(probs, want)
     every = transition_probs(h)  # (..., action, x)
     assert every.shape == (30, 100, N_OUT, N_OUT)
-    np.testing.assert_array_equal(np.take_along_axis(every, actions[..., None, None], axis=-2)[..., 0, :], probs)
+    np.testing.assert_array_equal(
+        np.take_along_axis(every, actions[..., None, None], axis=-2)[..., 0, :], probs
+    )
     assert P_MATCH == pytest.approx(0.9825, abs=1e-15)
 
 
@@ -304,13 +309,56 @@ def test_transition_probs_rejects_bad_actions():
 
 
 def test_generator_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="n must be a positive int.*got 0"):
+    with pytest.raises(ValueError, match=r"n \(streams\) must be an int >= 1, got 0"):
         SequenceStreams(0)
     with pytest.raises(ValueError, match="burn_in must be a non-negative odd int.*got 100"):
         SequenceStreams(4, burn_in=100)
-    with pytest.raises(ValueError, match="length must be a positive.*got 0"):
+    with pytest.raises(ValueError, match=r"length \(tokens\) must be an int >= 1, got 0"):
         generate_sequences(3, 0)
     with pytest.raises(ValueError, match=r"window must have shape \(\.\.\., 16\), got \(15,\)"):
         deterministic_next(np.zeros(15, dtype=int))
-    with pytest.raises(ValueError, match="n_tokens must be a non-negative int, got -1"):
+    with pytest.raises(ValueError, match="n_tokens must be an int >= 0, got -1"):
         SequenceStreams(2).advance(-1)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: SequenceStreams(2.0), TypeError, r"n \(streams\) must be an int >= 1, got 2.0"),
+        (lambda: SequenceStreams(True), TypeError, r"n \(streams\) must be an int >= 1, got True"),
+        (
+            lambda: SequenceStreams(2, burn_in=-1),
+            ValueError,
+            "burn_in must be a non-negative odd int.*got -1",
+        ),
+        (
+            lambda: SequenceStreams(2, burn_in=3.0),
+            TypeError,
+            "burn_in must be a non-negative odd int.*got 3.0",
+        ),
+        (lambda: generate_sequences(3, 2.5), TypeError, r"length \(tokens\) must be an int >= 1, got 2.5"),
+        (lambda: SequenceStreams(2).advance(np.float64(1)), TypeError, "n_tokens must be an int >= 0"),
+    ],
+)
+def test_generator_rejects_non_int_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_generator_accepts_numpy_ints_with_the_same_draws():
+    a = SequenceStreams(np.int64(5), seed=3, burn_in=np.int32(31)).advance(np.int16(7))
+    b = SequenceStreams(5, seed=3, burn_in=31).advance(7)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_natural_odd_probs_is_the_generators_law_of_the_odd_token():
+    seqs = generate_sequences(4096, 21, seed=23)  # row [:20] is a history, [20] its next (odd) token
+    probs = natural_odd_probs(seqs[:, :20])
+    d = deterministic_next(seqs[:, 4:20])
+    assert probs.shape == (4096, N_OUT) and probs.dtype == np.float64
+    np.testing.assert_array_equal(probs.argmax(axis=1), d)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=0, atol=1e-15)
+    assert set(np.unique(probs)) == {(1 - P_DET) / N_OUT, P_MATCH}
+    # the odd token the generator wrote is its deterministic value about P_MATCH of the time
+    hits = np.mean(seqs[:, 20] - N_OUT == d)
+    assert abs(hits - P_MATCH) < 5 * math.sqrt(P_MATCH * (1 - P_MATCH) / 4096)

@@ -1,4 +1,4 @@
-"""The native vector env (SPEC §3): same per-env statistics as the single env, SAME_STEP autoreset, errors."""
+"""The native vector env (docs/spec.md §3): statistics of the single env, SAME_STEP autoreset, errors."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def within(rate: float, p: float, n: int) -> bool:
 def make(num_envs: int, **kwargs) -> SplitSeqVectorEnv:
     kwargs.setdefault("good", "ngood4")
     good = kwargs.pop("good")
-    return gym.make_vec(f"SplitSeq-{good}-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    return gym.make_vec(
+        f"SplitSeq-{good}-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+    )
 
 
 def play(envs, steps: int, seed: int, policy=None):
@@ -63,7 +65,9 @@ def test_make_vec_serves_the_native_env_with_same_step_autoreset():
     assert envs.single_observation_space == gym.spaces.MultiDiscrete(np.full(CONTEXT, 16, dtype=np.int64))
     assert envs.single_action_space == gym.spaces.Discrete(N_OUT)
     obs, info = envs.reset(seed=0)
-    assert obs.shape == (8, CONTEXT) and obs.dtype == np.int64 and obs in envs.observation_space and info == {}
+    assert (
+        obs.shape == (8, CONTEXT) and obs.dtype == np.int64 and obs in envs.observation_space and info == {}
+    )
 
 
 def test_every_step_is_a_decision_with_the_final_observation_in_info():
@@ -215,14 +219,14 @@ def test_step_before_reset_needs_a_reset():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"num_envs": 0}, ValueError, "num_envs must be a positive int, got 0"),
-        ({"num_envs": 2.5}, TypeError, "num_envs must be a positive int, got 2.5"),
+        ({"num_envs": 0}, ValueError, "num_envs must be an int >= 1, got 0"),
+        ({"num_envs": 2.5}, TypeError, "num_envs must be an int >= 1, got 2.5"),
         ({"good": (0, 0)}, ValueError, r"repeats \[0\]"),
-        ({"good": (8,)}, ValueError, "good set holds 8"),
+        ({"good": (8,)}, ValueError, "good set value must be an int in 0..7, got 8"),
         ({"good": tuple(range(8))}, ValueError, "is all of 0..7"),
         ({"good": ()}, ValueError, "good set is empty"),
-        ({"episode_length": 0}, ValueError, "episode_length must be a positive int, got 0"),
-        ({"history_batch": 0}, ValueError, "history_batch must be a positive int, got 0"),
+        ({"episode_length": 0}, ValueError, "episode_length must be an int >= 1, got 0"),
+        ({"history_batch": 0}, ValueError, "history_batch must be an int >= 1, got 0"),
         ({"render_mode": "ansi"}, ValueError, "does not render"),
         ({"colour": 1}, TypeError, r"unexpected arguments \['colour'\]"),
     ],

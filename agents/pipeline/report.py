@@ -17,29 +17,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from agents.checkpoint import atomic_write, load_checkpoint
+from agents.pipeline.config import SweepConfig
+from agents.pipeline.figures import draw_all
+from agents.pipeline.layout import FIGURES_DIR, REPORT_FILE, RESULTS_FILE, TIMINGS_FILE
+from agents.pipeline.plan import Unit, plan
+from agents.pipeline.records import RESULT_COLUMNS, code_version, read_csv, write_timings
+
 #: slack for Imp >= Imp_min in floating point (both are sums of ~N terms of size ~1)
 IMP_TOL = 1e-9
-
-
-TEXT_COLUMNS = ("model", "kind", "size", "train_task", "eval_task", "identified_task", "checkpoint")
-
-
-def read_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results CSV exactly (floats round-trip bit for bit: pandas >= 3 by default, older pandas with
-    its round-trip parser); text columns stay text, empty where a value does not apply."""
-    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
-    df = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str), **exact)
-    for col in TEXT_COLUMNS:
-        if col in df:
-            df[col] = df[col].fillna("")
-    return df
 
 
 def train_steps(root: Path, checkpoints: pd.Series) -> list[Any]:
     """The optimizer steps of the training that made each checkpoint, read from the checkpoint itself (so the
     table states what was run, not what the presets say today); ``pd.NA`` for reference policies."""
-    from agents.checkpoint import load_checkpoint
-
     steps: dict[str, Any] = {}
     for c in checkpoints.unique():
         if not isinstance(c, str) or not c:
@@ -49,10 +40,8 @@ def train_steps(root: Path, checkpoints: pd.Series) -> list[Any]:
     return [steps.get(c, pd.NA) if isinstance(c, str) else pd.NA for c in checkpoints]
 
 
-def collect(root: str | os.PathLike, units: list[Any]) -> pd.DataFrame:
+def collect(root: str | os.PathLike, units: list[Unit]) -> pd.DataFrame:
     """Concatenate the measurement units' files (in plan order) into the results table."""
-    from scripts.reproduce import RESULT_COLUMNS
-
     root = Path(root)
     df = pd.concat([read_csv(root / u.output) for u in units], ignore_index=True)
     df["train_steps"] = train_steps(root, df["checkpoint"])
@@ -208,7 +197,7 @@ def reference_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _timing_text(root: Path) -> str:
-    path = root / "timings.csv"
+    path = root / TIMINGS_FILE
     if not path.exists():
         return ""
     t = pd.read_csv(path)
@@ -260,10 +249,8 @@ def headline_table(ident: dict, corr: dict, bound: dict, floor: dict) -> str:
     return _table(pd.DataFrame(rows, columns=["finding", "this run", "the post"]))
 
 
-def render(df: pd.DataFrame, sweep: Any, root: Path, figures: list[Path]) -> str:
+def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]) -> str:
     """The markdown of ``report.md``."""
-    from scripts.reproduce import git_commit
-
     ident = headline_identification(df)
     corr = headline_op_correlation(df)
     bound = headline_imp_bound(df)
@@ -278,7 +265,7 @@ def render(df: pd.DataFrame, sweep: Any, root: Path, figures: list[Path]) -> str
         + (f" (the preset's budgets scaled by {sweep.steps_scale:g})" if sweep.steps_scale != 1 else "") + ". "
         f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
         f"histories (seed {sweep.eval_seed}). Written {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` "
-        f"({os.cpu_count()} CPUs), commit `{git_commit() or 'unknown'}`, {sweep.threads} torch thread(s) per unit.",
+        f"({os.cpu_count()} CPUs), commit `{code_version() or 'unknown'}`, {sweep.threads} torch thread(s) per unit.",
         "",
         _timing_text(root),
         "",
@@ -339,17 +326,13 @@ def budget_text(df: pd.DataFrame, sizes: Any, tasks: Any) -> tuple[str, str]:
     return ", ".join(pre), ", ".join(fine)
 
 
-def build(root: str | os.PathLike, sweep: Any, measure_units: list[Any]) -> Path:
+def build(root: str | os.PathLike, sweep: SweepConfig, measure_units: list[Unit]) -> Path:
     """Write ``results.csv``, ``figures/*.png`` and (last) ``report.md`` for the sweep in ``root``."""
-    from agents.checkpoint import atomic_write
-    from scripts import figures
-    from scripts.reproduce import plan, write_timings
-
     root = Path(root)
     df = collect(root, measure_units)
-    atomic_write(root / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
-    df = read_csv(root / "results.csv")
-    paths = figures.draw_all(df, root)
+    atomic_write(root / RESULTS_FILE, lambda tmp: df.to_csv(tmp, index=False))
+    df = read_csv(root / RESULTS_FILE)
+    paths = draw_all(df, root, root / FIGURES_DIR)
     write_timings(root, plan(sweep))
     text = render(df, sweep, root, paths)
-    return atomic_write(root / "report.md", lambda tmp: Path(tmp).write_text(text))
+    return atomic_write(root / REPORT_FILE, lambda tmp: Path(tmp).write_text(text))

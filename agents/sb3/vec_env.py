@@ -111,7 +111,8 @@ class SB3VecEnv(VecEnv):
             if self.record_episodes:
                 t = round(time.time() - self._t0, 6)
                 extra["episode"] = [
-                    {"r": r, "l": n, "t": t} for r, n in zip(self._ep_return[done].tolist(), self._ep_length[done].tolist())
+                    {"r": r, "l": n, "t": t}
+                    for r, n in zip(self._ep_return[done].tolist(), self._ep_length[done].tolist())
                 ]
                 self._ep_return[done] = 0.0
                 self._ep_length[done] = 0
@@ -122,7 +123,9 @@ class SB3VecEnv(VecEnv):
                 masked.extend((key, idx, values) for key, values in extra.items())
         return obs, np.asarray(reward, dtype=np.float32), dones, self._assemble(columns, masked)
 
-    def _columns(self, info: dict[str, Any]) -> tuple[dict[str, list[Any]], list[tuple[str, list[int], list[Any]]]]:
+    def _columns(
+        self, info: dict[str, Any]
+    ) -> tuple[dict[str, list[Any]], list[tuple[str, list[int], list[Any]]]]:
         """Split Gymnasium's dict of arrays into keys valid for every env and keys with a ``_key`` mask."""
         columns: dict[str, list[Any]] = {}
         masked: list[tuple[str, list[int], list[Any]]] = []
@@ -160,7 +163,13 @@ class SB3VecEnv(VecEnv):
 
     # --- attributes and methods: the batch is one object ---------------------------------------------------
     def _indices(self, indices: VecEnvIndices) -> list[int]:
-        idx = list(range(self.num_envs)) if indices is None else [indices] if isinstance(indices, int) else list(indices)
+        idx = (
+            list(range(self.num_envs))
+            if indices is None
+            else [indices]
+            if isinstance(indices, int)
+            else list(indices)
+        )
         bad = [i for i in idx if not 0 <= i < self.num_envs]
         if bad:
             raise IndexError(f"env indices {bad} out of range for {self.num_envs} envs")
@@ -184,7 +193,9 @@ class SB3VecEnv(VecEnv):
         self._all(indices, f"set_attr({attr_name!r})")
         setattr(self.venv, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
+    ) -> list[Any]:
         """Call a method of the batched env once (for all envs) and return its result once per env."""
         idx = self._all(indices, f"env_method({method_name!r})")
         result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
@@ -195,7 +206,7 @@ class SB3VecEnv(VecEnv):
         return [False for _ in self._indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        warnings.warn("SB3VecEnv: the batched environment does not render images")
+        warnings.warn("SB3VecEnv: the batched environment does not render images", stacklevel=2)
         return [None for _ in range(self.num_envs)]
 
 

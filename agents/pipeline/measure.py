@@ -3,7 +3,7 @@
 Every number comes from :mod:`measures` on the sweep's fixed histories (``DIR/histories.npy``): the
 cross-objective table (success, Op, Op_theory, Imp, Imp_min on every task, with bootstrap intervals seeded
 by ``eval_seed``), objective identification, self-evaluation, and the held-out next-token loss and accuracy
-(:func:`agents.pretrain.evaluate`).
+(:func:`agents.data.heldout_metrics`).
 """
 
 from __future__ import annotations
@@ -15,21 +15,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import agents
+import measures
+from agents.data import eval_set, heldout_metrics
+from agents.pipeline.config import SweepConfig
+from agents.pipeline.layout import load_histories, model_name
+from agents.reference import NaturalPolicy, OraclePolicy, UniformPolicy
+
 #: bootstrap resamples behind the intervals and the identification confidence
 N_BOOTSTRAP = 1000
 #: held-out next-token examples (half even targets, half odd)
 N_NEXT_TOKEN = 8192
 
 
-def policy_rows(policy: Any, histories: np.ndarray, sweep: Any) -> pd.DataFrame:
+def policy_rows(policy: Any, histories: np.ndarray, sweep: SweepConfig) -> pd.DataFrame:
     """Cross-objective rows of ``policy`` (one per task of the sweep) with objective identification.
 
     :return: DataFrame with columns ``eval_task, p, success, success_lo, success_hi, baseline_success, op,
         op_lo, op_hi, op_theory, excess_op, imp, imp_lo, imp_hi, imp_min, excess_imp, identified_task,
         id_confidence, n_histories``.
     """
-    import measures
-
     kw = {"histories": histories, "seed": sweep.eval_seed, "n_bootstrap": N_BOOTSTRAP}
     cross = measures.cross_objective(policy, tuple(sweep.tasks), ci=True, **kw)
     df = pd.DataFrame({
@@ -49,32 +54,24 @@ def policy_rows(policy: Any, histories: np.ndarray, sweep: Any) -> pd.DataFrame:
     return df
 
 
-def self_evaluation(policy: Any, histories: np.ndarray, sweep: Any) -> dict[str, float]:
-    """Self-estimated Op and Imp (SPEC §4: the model's own next-token prediction as the world model), and
+def self_evaluation(policy: Any, histories: np.ndarray, sweep: SweepConfig) -> dict[str, float]:
+    """Self-estimated Op and Imp (docs/spec.md §4: the model's own next-token prediction as the world model), and
     how wrong that world is on the model's own actions (``self_world_kl``, nats)."""
-    import measures
-
     # Op and Imp do not depend on the task, so one task serves; no bootstrap (the model's world does not
     # collapse into a few groups, and the intervals are not reported)
     r = measures.self_evaluate(policy, sweep.tasks[0], histories=histories, seed=sweep.eval_seed, n_bootstrap=0)
     return {"self_op": float(r.op_self), "self_imp": float(r.imp_self), "self_world_kl": float(r.world_kl)}
 
 
-def next_token_quality(model: Any, sweep: Any) -> dict[str, float]:
+def next_token_quality(model: Any, sweep: SweepConfig) -> dict[str, float]:
     """Held-out next-token loss (nats) and accuracy on even and odd targets (limit 0.9825)."""
-    from agents.data import eval_set
-    from agents.pretrain import evaluate
-
     x, y = eval_set(N_NEXT_TOKEN, sweep.eval_seed)
-    ev = evaluate(model, x, y)
+    ev = heldout_metrics(model, x, y)
     return {"nt_loss": ev["eval_loss"], "acc_even": ev["acc_even"], "acc_odd": ev["acc_odd"]}
 
 
-def measure_model(root: str | os.PathLike, checkpoint: str, sweep: Any) -> pd.DataFrame:
+def measure_model(root: str | os.PathLike, checkpoint: str, sweep: SweepConfig) -> pd.DataFrame:
     """All result rows of the model at ``root/checkpoint`` (a path relative to the sweep directory)."""
-    import agents
-    from scripts.reproduce import load_histories
-
     root = Path(root)
     policy = agents.load(root / checkpoint)
     meta = policy.meta
@@ -83,27 +80,23 @@ def measure_model(root: str | os.PathLike, checkpoint: str, sweep: Any) -> pd.Da
     kind = "finetuned" if meta["kind"] == "finetuned" else "pretrained"
     task = meta.get("task", "") if kind == "finetuned" else ""
     head = {
-        "model": f"{meta['size']}-s{meta['seed']}-{task or 'pretrained'}", "kind": kind, "size": meta["size"],
+        "model": model_name(meta["size"], meta["seed"], task), "kind": kind, "size": meta["size"],
         "params": int(agents.count_parameters(policy.model)), "seed": int(meta["seed"]), "train_task": task,
     }  # fmt: skip
     tail = {**self_evaluation(policy, h, sweep), **next_token_quality(policy.model, sweep), "checkpoint": checkpoint}
     return df.assign(**head, **tail)
 
 
-def reference_policies(sweep: Any) -> dict[str, Any]:
+def reference_policies(sweep: SweepConfig) -> dict[str, Any]:
     """The reference policies, by the name their rows carry: uniform, natural and one oracle per task."""
-    from agents.reference import NaturalPolicy, OraclePolicy, UniformPolicy
-
     refs: dict[str, Any] = {"uniform": UniformPolicy(), "natural": NaturalPolicy()}
     for task in sweep.tasks:
         refs[f"oracle-{task}"] = OraclePolicy(task)
     return refs
 
 
-def measure_references(root: str | os.PathLike, sweep: Any) -> pd.DataFrame:
+def measure_references(root: str | os.PathLike, sweep: SweepConfig) -> pd.DataFrame:
     """Result rows of every reference policy (no checkpoint, no self-evaluation)."""
-    from scripts.reproduce import load_histories
-
     h = load_histories(root)
     frames = []
     for name, policy in reference_policies(sweep).items():

@@ -1,8 +1,12 @@
 """The figures of a sweep: the post's plots and a few more, drawn from ``results.csv`` and the training logs.
 
 Every function takes the results table (one row per model and evaluation task, see
-:data:`scripts.reproduce.RESULT_COLUMNS`) and writes one PNG; :func:`draw_all` writes them all and
+:data:`agents.pipeline.records.RESULT_COLUMNS`) and writes one PNG; :func:`draw_all` writes them all and
 returns their paths. Colour always encodes a task (chance rate ``p``), marker shape a model size.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen at
+import) inside :func:`matplotlib.rc_context` with :data:`STYLE`, so importing this module or drawing
+changes nothing in the caller's matplotlib settings.
 """
 
 from __future__ import annotations
@@ -10,15 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from agents.training import history_path
 from measures.theory import op_theory
 from seqenv.sequence import N_OUT, P_MATCH
 from seqenv.tasks import good_set
@@ -29,11 +34,12 @@ SIZE_MARKERS = {"tiny": "o", "small": "s", "medium": "^", "large": "D"}
 #: irreducible next-token loss (nats): the entropy of 0.9825 on the rule's token and 0.0025 on each other
 NT_LOSS_FLOOR = float(-(P_MATCH * np.log(P_MATCH) + (1 - P_MATCH) * np.log((1 - P_MATCH) / (N_OUT - 1))))
 
-plt.rcParams.update({
+#: the figures' matplotlib settings, applied in a context while drawing
+STYLE = {
     "figure.dpi": DPI, "savefig.dpi": DPI, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
     "axes.spines.right": False, "font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8,
     "legend.framealpha": 0.85, "figure.titlesize": 11,
-})  # fmt: skip
+}  # fmt: skip
 
 
 def task_p(task: str) -> float:
@@ -62,7 +68,7 @@ def _tasks_in(df: pd.DataFrame, col: str = "train_task") -> list[str]:
     return sorted(t for t in df[col].dropna().unique() if t)
 
 
-def _legend(ax: plt.Axes, tasks: list[str], sizes: list[str], loc: str = "best", extra: list | None = None) -> None:
+def _legend(ax: Axes, tasks: list[str], sizes: list[str], loc: str = "best", extra: list | None = None) -> None:
     """One legend: task colours, then size markers (grey), then any extra handles."""
     handles = [Line2D([], [], color=_color(t), marker="o", ls="", label=task_label(t)) for t in tasks]
     if len(sizes) > 1:
@@ -71,7 +77,7 @@ def _legend(ax: plt.Axes, tasks: list[str], sizes: list[str], loc: str = "best",
     ax.legend(handles=handles, loc=loc)
 
 
-def _identity(ax: plt.Axes, lo: float | None = None, hi: float | None = None, label: str = "y = x") -> Line2D:
+def _identity(ax: Axes, lo: float | None = None, hi: float | None = None, label: str = "y = x") -> Line2D:
     xl, yl = ax.get_xlim(), ax.get_ylim()
     lo = min(xl[0], yl[0]) if lo is None else lo
     hi = max(xl[1], yl[1]) if hi is None else hi
@@ -81,7 +87,7 @@ def _identity(ax: plt.Axes, lo: float | None = None, hi: float | None = None, la
     return line
 
 
-def _scatter(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, color_by: str, hollow: pd.Series | None = None) -> None:
+def _scatter(ax: Axes, df: pd.DataFrame, x: str, y: str, color_by: str, hollow: pd.Series | None = None) -> None:
     """Scatter ``df[y]`` against ``df[x]``: colour from ``color_by`` (a task column), marker from size."""
     for (task, size), g in df.groupby([color_by, "size"], sort=False):
         c = _color(task)
@@ -104,7 +110,7 @@ def _per_size(df: pd.DataFrame, col: str, by: str = "train_task") -> pd.DataFram
     return out.sort_values([by, "params"])
 
 
-def _size_axis(ax: plt.Axes, df: pd.DataFrame) -> None:
+def _size_axis(ax: Axes, df: pd.DataFrame) -> None:
     ax.set_xscale("log")
     params = df.groupby("size")["params"].first().dropna()
     if len(params):
@@ -117,12 +123,17 @@ def _size_axis(ax: plt.Axes, df: pd.DataFrame) -> None:
     ax.set_xlabel("model size (parameters)")
 
 
-def _save(fig: plt.Figure, path: Path, tight: bool = True) -> Path:
+def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """A new figure and its axes, as ``pyplot.subplots`` without pyplot's global figure registry."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 
@@ -147,7 +158,7 @@ def fig_pretraining(df: pd.DataFrame, root: Path, path: Path) -> Path:
     fin, _, pre, _ = _subsets(df)
     one = pre.drop_duplicates("model")
     after = fin.drop_duplicates("model")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (a, b) = _subplots(1, 2, figsize=(10, 4.2))
     series = (
         (a, one, "nt_loss", "pretrained", "C3", "o", "-"),
         (b, one, "acc_even", "even targets (world model), pretrained", "C0", "o", "-"),
@@ -174,7 +185,6 @@ def fig_pretraining(df: pd.DataFrame, root: Path, path: Path) -> Path:
 
 
 def _history(root: Path, checkpoint: str) -> pd.DataFrame | None:
-    from agents.pretrain import history_path
 
     p = history_path(root / checkpoint)
     return pd.read_csv(p) if p.exists() else None
@@ -189,8 +199,8 @@ def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
     fin = df[df["kind"] == "finetuned"].drop_duplicates("model")
     sizes = _sizes_in(pre)
     seed = int(pre["seed"].min()) if len(pre) else 0
-    fig, axes = plt.subplots(2, 3, figsize=(12, 7.2))
-    size_colors = dict(zip(sizes, plt.cm.viridis(np.linspace(0.1, 0.85, max(len(sizes), 1)))))
+    fig, axes = _subplots(2, 3, figsize=(12, 7.2))
+    size_colors = dict(zip(sizes, matplotlib.colormaps["viridis"](np.linspace(0.1, 0.85, max(len(sizes), 1)))))
     for size in sizes:
         row = pre[(pre["size"] == size) & (pre["seed"] == seed)].drop_duplicates("model")
         h = _history(root, row["checkpoint"].iloc[0]) if len(row) else None
@@ -247,7 +257,7 @@ def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
 def fig_success_vs_size(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Own-task success (temperature 0) against size per task, mean ± s.e., with chance and the oracle."""
     _, own, _, ref = _subsets(df)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = _subplots(figsize=(6.4, 4.4))
     for task in _tasks_in(own):
         s = _per_size(own[own["train_task"] == task], "success")
         c = _color(task)
@@ -268,7 +278,7 @@ def fig_op_vs_success(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Measured Op against success with the post's Op_theory(s, p) curves: own task and cross-objective."""
     fin, own, _, ref = _subsets(df)
     sizes = _sizes_in(fin)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    fig, axes = _subplots(1, 2, figsize=(11, 4.4), sharey=True)
     s = np.linspace(0.0, 1.0, 401)
     nat = ref[ref["model"] == "natural"]["op"]
     for ax, data, title in ((axes[0], own, "own task"), (axes[1], fin, "every task (cross-objective)")):
@@ -300,7 +310,7 @@ def _cross_panels(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, ti
     fin, own, _, _ = _subsets(df)
     tasks = _tasks_in(fin, "eval_task")
     sizes = _sizes_in(fin)
-    fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(3.6 * (1 + len(tasks)), 3.9))
+    fig, axes = _subplots(1, 1 + len(tasks), figsize=(3.6 * (1 + len(tasks)), 3.9))
     axes = np.atleast_1d(axes)
     vals = pd.concat([fin[x], fin[y]]).replace([np.inf, -np.inf], np.nan).dropna()
     lo, hi = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
@@ -354,7 +364,7 @@ def fig_imp_vs_impmin(df: pd.DataFrame, root: Path, path: Path) -> Path:
 def fig_success_fprime(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Success rate in the split-history future F' (s') against size, with s and the chance rate."""
     _, own, _, _ = _subsets(df)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = _subplots(figsize=(6.4, 4.4))
     for task in _tasks_in(own):
         c = _color(task)
         d = own[own["train_task"] == task]
@@ -375,7 +385,7 @@ def fig_self_evaluation(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Measured against self-evaluated Op and Imp (the model's own world model in place of the rule)."""
     fin, _, pre, _ = _subsets(df)
     models = pd.concat([fin.drop_duplicates("model"), pre.drop_duplicates("model").assign(train_task="pretrained")])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
+    fig, axes = _subplots(1, 2, figsize=(10, 4.3))
     sizes = _sizes_in(models)
     for ax, m, name in ((axes[0], "op", "Op"), (axes[1], "imp", "Imp")):
         for task, g in models.groupby("train_task"):
@@ -401,7 +411,7 @@ def fig_self_evaluation(df: pd.DataFrame, root: Path, path: Path) -> Path:
 def fig_appendix_c(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """The post's appendix C: impact ratio Imp/Imp_min against Imp_min, excess impact against Imp."""
     _, own, _, _ = _subsets(df)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (a, b) = _subplots(1, 2, figsize=(10, 4.2))
     d = own.assign(ratio=own["imp"] / own["imp_min"], excess=own["imp"] - own["imp_min"])
     _scatter(a, d, "imp_min", "ratio", "train_task")
     a.axhline(1.0, ls="--", color="0.3", lw=1)
@@ -421,7 +431,7 @@ def fig_identification(df: pd.DataFrame, root: Path, path: Path) -> Path:
     models = fin.drop_duplicates("model")
     tasks = sorted(set(_tasks_in(fin)) | set(_tasks_in(fin, "eval_task")))
     cm = pd.crosstab(models["train_task"], models["identified_task"]).reindex(index=tasks, columns=tasks, fill_value=0)
-    fig, ax = plt.subplots(figsize=(4.6, 3.9))
+    fig, ax = _subplots(figsize=(4.6, 3.9))
     im = ax.imshow(cm.to_numpy(), cmap="Blues", vmin=0)
     for i in range(len(tasks)):
         for j in range(len(tasks)):
@@ -463,4 +473,5 @@ def draw_all(df: pd.DataFrame, root: str | os.PathLike, out_dir: str | os.PathLi
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    return [fn(df, root, out / name) for name, fn in FIGURES.items()]
+    with matplotlib.rc_context(STYLE):
+        return [fn(df, root, out / name) for name, fn in FIGURES.items()]

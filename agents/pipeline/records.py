@@ -1,0 +1,114 @@
+"""The sweep's tables on disk: the results columns, exact CSV reading, atomic writes, timing records and
+each invocation's provenance (start, end, commit, machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from agents.checkpoint import atomic_write
+from agents.pipeline.layout import RUNS_FILE, TIMINGS_FILE, timing_path
+from agents.pipeline.plan import Unit
+
+#: columns of ``results.csv``, in order (one row per model and evaluation task)
+RESULT_COLUMNS: tuple[str, ...] = (
+    "model", "kind", "size", "params", "seed", "train_task", "train_steps", "eval_task", "p",
+    "success", "success_lo", "success_hi", "baseline_success",
+    "op", "op_lo", "op_hi", "op_theory", "excess_op",
+    "imp", "imp_lo", "imp_hi", "imp_min",
+    "self_op", "self_imp", "identified_task",
+    "nt_loss", "acc_even", "acc_odd", "n_histories", "checkpoint",
+)  # fmt: skip
+#: the text columns of the results table (empty, not NaN, where a value does not apply)
+TEXT_COLUMNS: tuple[str, ...] = ("model", "kind", "size", "train_task", "eval_task", "identified_task", "checkpoint")
+
+
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a results CSV exactly (floats round-trip bit for bit: pandas >= 3 by default, older pandas with
+    its round-trip parser); text columns stay text, empty where a value does not apply."""
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    df = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str), **exact)
+    for col in TEXT_COLUMNS:
+        if col in df:
+            df[col] = df[col].fillna("")
+    return df
+
+
+def save_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` atomically (readers never see half a table)."""
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data)))
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+def package_version() -> str:
+    """The installed ``splitseq`` distribution's version (``""`` when it is not installed)."""
+    try:
+        return metadata.version("splitseq")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def git_commit() -> str:
+    """The commit of the source checkout this code runs from (``-dirty`` with local changes), or ``""`` when
+    it runs from an installed copy outside a checkout of this project."""
+    root = Path(__file__).resolve().parents[2]
+    if not ((root / "pyproject.toml").is_file() and (root / ".git").exists()):
+        return ""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def code_version() -> str:
+    """The code's identity for provenance: the git commit in a checkout, else ``splitseq <version>``."""
+    return git_commit() or (f"splitseq {package_version()}" if package_version() else "")
+
+
+# ------------------------------------------------------------------------------------------------- timings
+def write_timing(root: Path, unit: Unit, record: dict[str, Any]) -> None:
+    """Save one unit's timing record (``timings/<unit>.json``)."""
+    write_json(timing_path(root, unit.name), record)
+
+
+def write_timings(root: Path, units: list[Unit]) -> pd.DataFrame:
+    """Collect the units' timing records into ``DIR/timings.csv`` (one row per unit, in plan order)."""
+    rows = []
+    for u in units:
+        p = timing_path(root, u.name)
+        rec = json.loads(p.read_text()) if p.exists() else {"unit": u.name, "kind": u.kind, "wall_s": float("nan")}
+        rows.append(rec)
+    df = pd.DataFrame(rows)
+    save_csv(df, root / TIMINGS_FILE)
+    return df
+
+
+def log_run(root: Path, row: dict[str, Any]) -> None:
+    """Append one invocation's record to ``DIR/runs.csv`` (with the time it finished and the machine)."""
+    path = root / RUNS_FILE
+    row = dict(row)
+    first = {"started": row.pop("started"), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+             "commit": row.pop("commit"), "host": platform.node(), "cpus": os.cpu_count()}  # fmt: skip
+    new = pd.DataFrame([{**first, **row}])
+    old = pd.read_csv(path) if path.exists() else None
+    save_csv(pd.concat([old, new], ignore_index=True) if old is not None else new, path)
