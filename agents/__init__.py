@@ -13,7 +13,7 @@ policies built on it (:mod:`agents.reference`, :mod:`agents.sb3`), then :mod:`ag
 import importlib
 from typing import Any
 
-from agents.checkpoint import CheckpointError, load_model, save_checkpoint
+from agents.checkpoint import CheckpointError, convert_checkpoint, load_model, save_checkpoint
 from agents.loading import load
 from agents.policy import AgentPolicy, Policy, PolicyBase
 from agents.transformer import SIZES, SplitSeqTransformer, TransformerConfig, count_parameters
@@ -41,6 +41,7 @@ __all__ = [
     "SIZES",
     "AgentPolicy",
     "CheckpointError",
+    "convert_checkpoint",
     "FinetuneConfig",
     "NaturalPolicy",
     "OraclePolicy",

@@ -30,12 +30,13 @@ TensorBoard scalars: ``finetune/success`` (greedy, exact, held-out), ``finetune/
 temperature-T rollouts), ``finetune/frac_of_oracle``, ``finetune/maintenance_acc`` (held-out even-target
 accuracy), ``finetune/loss`` (policy loss), ``finetune/maintenance_loss``, ``finetune/lr``. The same
 numbers go to the CSV beside the checkpoint (:func:`agents.training.history_path`). The run's plumbing
-(resume, TensorBoard, CSV, progress bar, checkpoints) is :class:`agents.training.TrainingRun`.
+(resume, TensorBoard, CSV, progress bar, checkpoints) is :class:`agents.training.TrainingRun`; the
+configuration (:class:`~agents.finetune_config.FinetuneConfig`, methods, budgets) is :mod:`agents.finetune_config`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,10 @@ import torch.nn.functional as F
 import seqenv  # noqa: F401  (registers the environments)
 from agents.checkpoint import load_model, numpy_arrays
 from agents.data import NextTokenData, SuccessEvaluator, eval_set, heldout_metrics
+from agents.finetune_config import FINETUNE_BUDGETS, FINETUNE_METHODS, METHOD_DEFAULTS, FinetuneConfig
 from agents.training import (
-    BUDGETS,
     RunningMeans,
     TrainingRun,
-    check_fraction,
-    check_known,
     clipped_step,
     lr_at,
     make_optimizer,
@@ -61,181 +60,19 @@ from agents.training import (
     set_threads,
 )
 from agents.transformer import SplitSeqTransformer, count_parameters
-from seqenv.tasks import TASKS
-from seqenv.validation import check_int, check_number, check_positive_int, check_seed
 
-#: The finetuning methods (``FinetuneConfig.method``).
-FINETUNE_METHODS = ("positive", "reinforce")
-#: What ``None`` resolves to per method (measured: README "Training agents"). REINFORCE learns from every
-#: sample and wants many distinct histories per update: 2048 per rollout in minibatches of 256.
-#: ``minibatch_size`` ``None``: the whole rollout (one plain update per rollout); a minibatch is at most the rollout.
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "positive": {"batch_size": 256, "lr": 1e-3, "epochs": 1, "minibatch_size": None, "dropout": 0.1,
-                 "group_size": 1, "temperature": 1.0},
-    "reinforce": {"batch_size": 2048, "lr": 5e-4, "epochs": 4, "minibatch_size": 256, "dropout": 0.0,
-                  "group_size": 1, "temperature": 2.0},
-}  # fmt: skip
-#: Recommended policy steps per budget (:data:`agents.training.BUDGETS`), method and size: README
-#: "Training agents". The full budget is scaled per task by :data:`TASK_STEP_FACTOR`.
-FINETUNE_BUDGETS: dict[str, dict[str, dict[str, int]]] = {
-    "full": {
-        "positive": {"tiny": 3200, "small": 4000, "medium": 5000, "large": 6000},
-        "reinforce": {"tiny": 200, "small": 200, "medium": 250, "large": 250},
-    },
-    "quick": {
-        "positive": {"tiny": 3200, "small": 1000, "medium": 1000, "large": 1000},
-        "reinforce": {"tiny": 100, "small": 60, "medium": 60, "large": 60},
-    },
-}
-#: The full budget's steps per task, relative to the size's: REINFORCE on ngood6 (6 good tokens of 8) needs half.
-TASK_STEP_FACTOR: dict[str, dict[str, float]] = {"positive": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 1.0},
-                                                  "reinforce": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 0.5}}  # fmt: skip
-HISTORY_COLUMNS = ("step", "success", "frac_of_oracle", "sample_success", "maintenance_acc", "loss",
-                   "maintenance_loss", "lr", "elapsed")  # fmt: skip
-
-
-@dataclass
-class FinetuneConfig:
-    """Every knob of :func:`finetune`; ``None`` takes the method's :data:`METHOD_DEFAULTS` value."""
-
-    # --- the task
-    task: str = "ngood4"
-    """``"ngood2"``, ``"ngood4"`` or ``"ngood6"``."""
-    method: str = "positive"
-    """``"positive"`` (the post: successes only) or ``"reinforce"`` (with a baseline)."""
-    seed: int = 0
-    """Seeds dropout, sampling, the environment and the maintenance data."""
-    steps: int = 1000
-    """Policy steps (:meth:`preset` gives each size's recommended budget)."""
-
-    # --- rollouts and policy updates
-    batch_size: int | None = None
-    """Environment samples per step (one rollout of the vector env): 256 for ``positive``, 2048 for
-    ``reinforce`` (with 256 it learned 2-3x slower per sample: too few histories per update)."""
-    epochs: int | None = None
-    """Passes over each rollout; with more than one, updates after the first use PPO's clipped importance
-    ratio (see :func:`policy_loss`). ``epochs=1, minibatch_size=batch_size`` is the plain method. Default:
-    the method's measured best, 1 for ``positive`` (reusing successes collapses its policy onto one token),
-    4 for ``reinforce``."""
-    group_size: int | None = None
-    """Samples per history: the rollout plays ``batch_size // group_size`` fresh histories ``group_size`` times
-    each (divides ``batch_size``). With ``reinforce`` and ``group_size >= 2`` each sample's baseline is the mean
-    reward of its history's other samples. Default 1 (measured: at an equal sample budget, fewer distinct
-    histories cost more than the per-history baseline gains)."""
-    minibatch_size: int | None = None
-    """Samples per policy update: ``batch_size`` for ``positive``, 256 for ``reinforce``."""
-    clip: float = 0.2
-    """PPO clip range of the importance ratio."""
-    lr: float | None = None
-    """Peak learning rate of the policy update: 1e-3 for ``positive``, 5e-4 for ``reinforce``."""
-    warmup_steps: int = 20
-    """Linear warmup of both learning rates."""
-    min_lr_ratio: float = 1.0
-    """Both learning rates decay by a cosine to this fraction (1: constant after warmup, which learned faster
-    than decaying within the budgets here)."""
-    temperature: float | None = None
-    """Sampling temperature of the rollouts; the policy updated is the tempered one, and the greedy policy (its
-    argmax) is the same at every temperature. Default: 1 for ``positive`` (the post), 2 for ``reinforce`` (the
-    pretrained policy is nearly deterministic, it picks the natural odd token ~95% of the time for ``large``,
-    and a hotter sampler explores the other tokens; measured on ngood2)."""
-    dropout: float | None = None
-    """Dropout rate during finetuning; default: the method's measured best (README "Training agents"):
-    ``positive`` keeps the pretraining's 0.1 (without that noise the positive-only policy collapses onto one
-    token and stops exploring), ``reinforce`` uses 0 (dropout noise in the sampled policy and its gradient
-    slowed it down)."""
-
-    # --- maintenance: next-token steps on even targets after every policy update
-    maintenance_lr: float = 1e-4
-    """Peak learning rate of the next-token maintenance step (much lower than ``lr``)."""
-    maintenance_batch: int = 32
-    """Even-target examples per maintenance step (0 disables maintenance)."""
-
-    # --- both optimizers
-    weight_decay: float = 0.01
-    """AdamW weight decay (0.01, as in pretraining)."""
-    grad_clip: float = 1.0
-    """Gradient-norm clip of each update (0 disables)."""
-
-    # --- plumbing: evaluation, checkpoints, threads
-    eval_every: int | None = None
-    """Steps between held-out evaluations (default: ``steps // 10``, at least 1)."""
-    eval_samples: int = 8192
-    """Held-out histories per evaluation (and even-target examples for maintenance accuracy)."""
-    checkpoint_every: int = 0
-    """Steps between resumable checkpoints (0: only the final one)."""
-    threads: int = 0
-    """Torch intra-op threads (0 leaves torch's setting alone)."""
-
-    def __post_init__(self) -> None:
-        check_known(self.task, "task", sorted(TASKS))
-        check_known(self.method, "method", FINETUNE_METHODS)
-        if self.eval_every is None and isinstance(self.steps, int):
-            self.eval_every = max(1, self.steps // 10)
-        self._resolve_method_defaults()
-        for name in ("steps", "epochs", "group_size", "minibatch_size", "eval_every", "eval_samples"):
-            check_positive_int(getattr(self, name), name)
-        for name in ("warmup_steps", "maintenance_batch", "checkpoint_every", "threads"):
-            check_int(getattr(self, name), name, 0)
-        check_seed(self.seed)
-        if self.minibatch_size > self.batch_size:
-            raise ValueError(
-                f"minibatch_size={self.minibatch_size} must be at most batch_size={self.batch_size}"
-            )
-        if self.batch_size % self.group_size:
-            raise ValueError(
-                f"group_size={self.group_size} must divide batch_size={self.batch_size} (histories x samples each)"
-            )
-        if self.method == "reinforce" and self.batch_size < 2:
-            raise ValueError(
-                f"method='reinforce' needs batch_size >= 2 for its baseline, got {self.batch_size}"
-            )
-        for name in ("lr", "temperature"):
-            check_number(getattr(self, name), name, 0.0, strict=True)
-        for name in ("clip", "maintenance_lr", "weight_decay", "grad_clip"):
-            check_number(getattr(self, name), name, 0.0)
-        check_fraction(self.dropout, "dropout", below_one=True)
-        check_fraction(self.min_lr_ratio, "min_lr_ratio")
-
-    def _resolve_method_defaults(self) -> None:
-        defaults = METHOD_DEFAULTS[self.method]
-        if self.batch_size is None:
-            self.batch_size = defaults["batch_size"]
-        check_positive_int(self.batch_size, "batch_size")
-        for name in ("lr", "epochs", "minibatch_size", "dropout", "group_size", "temperature"):
-            if getattr(self, name) is None:
-                value = defaults[name]
-                if name == "minibatch_size":  # the method's minibatch, at most the rollout
-                    value = min(value or self.batch_size, self.batch_size)
-                setattr(self, name, value)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def preset(
-        cls,
-        size: str,
-        task: str = "ngood4",
-        method: str = "positive",
-        seed: int = 0,
-        budget: str = "full",
-        **overrides: Any,
-    ) -> FinetuneConfig:
-        """The recommended config for a model of ``size`` (see README "Training agents"), with ``overrides``;
-        it checkpoints every tenth of its steps.
-
-        :param budget: ``"full"`` (the sweep's budget) or ``"quick"`` (the quick preset).
-        """
-        check_known(method, "method", FINETUNE_METHODS)
-        check_known(size, "size", FINETUNE_BUDGETS["full"][method])
-        check_known(budget, "budget", BUDGETS)
-        steps = FINETUNE_BUDGETS[budget][method][size]
-        if budget == "full" and task in TASK_STEP_FACTOR[method]:
-            steps = max(1, round(steps * TASK_STEP_FACTOR[method][task]))
-        steps = overrides.pop("steps", steps)
-        # a resumable checkpoint every tenth of the run: an interrupted run loses at most 10% of its work
-        base = {"steps": steps, "checkpoint_every": max(1, steps // 10)}
-        return cls(task=task, method=method, seed=seed, **{**base, **overrides})
+#: the columns of the history CSV beside the checkpoint (one row per evaluation)
+HISTORY_COLUMNS = (
+    "step",
+    "success",
+    "frac_of_oracle",
+    "sample_success",
+    "maintenance_acc",
+    "loss",
+    "maintenance_loss",
+    "lr",
+    "elapsed",
+)
 
 
 # ------------------------------------------------------------------------------------------- the algorithm
@@ -386,9 +223,16 @@ def finetune(
         return run.summary
     size = pre["meta"].get("size", "custom")
     model.set_dropout(cfg.dropout)
-    meta = {"size": size, "seed": cfg.seed, "pretrain_seed": pre["meta"].get("seed"), "task": cfg.task,
-            "method": cfg.method, "params": count_parameters(model), "pretrained": str(pretrained.resolve()),
-            "finetune": cfg.to_dict()}  # fmt: skip
+    meta = {
+        "size": size,
+        "seed": cfg.seed,
+        "pretrain_seed": pre["meta"].get("seed"),
+        "task": cfg.task,
+        "method": cfg.method,
+        "params": count_parameters(model),
+        "pretrained": str(pretrained.resolve()),
+        "finetune": cfg.to_dict(),
+    }
 
     # ---- setup: optimizers, the vector env, maintenance data, the held-out judge
     torch.manual_seed(cfg.seed)
@@ -423,10 +267,16 @@ def finetune(
         before = evaluate_policy()
 
     def train_state() -> dict[str, Any]:
-        return {"before": before, "policy_optimizer": policy_opt.state_dict(),
-                "maintenance_optimizer": maint_opt.state_dict(), "data": maint_data.state_dict(),
-                "env": envs.state_dict(), "obs": obs, "acc": running.state_dict(),
-                "torch_rng": torch.get_rng_state()}  # fmt: skip
+        return {
+            "before": before,
+            "policy_optimizer": policy_opt.state_dict(),
+            "maintenance_optimizer": maint_opt.state_dict(),
+            "data": maint_data.state_dict(),
+            "env": envs.state_dict(),
+            "obs": obs,
+            "acc": running.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
 
     run.start(f"finetune {size} {cfg.task} {cfg.method}", log_dir, progress, prefix="finetune")
     if not run.resumed:
@@ -486,5 +336,17 @@ __getattr__ = renamed_names(
     },
 )
 
-__all__ = ["FINETUNE_BUDGETS", "FINETUNE_METHODS", "HISTORY_COLUMNS", "METHOD_DEFAULTS", "FinetuneConfig",
-           "Rollout", "SuccessEvaluator", "advantages", "collect_rollout", "finetune", "policy_loss", "update"]  # fmt: skip
+__all__ = [
+    "FINETUNE_BUDGETS",
+    "FINETUNE_METHODS",
+    "HISTORY_COLUMNS",
+    "METHOD_DEFAULTS",
+    "FinetuneConfig",
+    "Rollout",
+    "SuccessEvaluator",
+    "advantages",
+    "collect_rollout",
+    "finetune",
+    "policy_loss",
+    "update",
+]

@@ -53,7 +53,9 @@ def single_env(env_id: str, seed: int) -> Callable[[int], int]:
 
 
 def vector_env(num_envs: int, mode: str, seed: int, **vector_kwargs) -> Callable[[int], int]:
-    envs = gym.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs or None)
+    envs = gym.make_vec(
+        ENV_ID, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs or None
+    )
     envs.reset(seed=seed)
     actions = np.random.default_rng(seed).integers(0, 8, size=(64, num_envs))
 
@@ -118,7 +120,9 @@ def main() -> None:
     print(f"| {'environment':48s} | {'steps/s best':>13s} | {'median':>11s} | {'per CPU-s best':>14s} |")
     print(f"|{'-' * 50}|{'-' * 15}:|{'-' * 12}:|{'-' * 15}:|")
     for key, (name, _) in envs.items():
-        print(f"| {name:48s} | {max(wall[key]):13,.0f} | {statistics.median(wall[key]):11,.0f} | {max(cpu[key]):14,.0f} |")
+        print(
+            f"| {name:48s} | {max(wall[key]):13,.0f} | {statistics.median(wall[key]):11,.0f} | {max(cpu[key]):14,.0f} |"
+        )
     print()
 
     def ratio(a: str, b: str) -> str:

@@ -35,7 +35,9 @@ import seqenv  # noqa: F401  (registers the ids)
 from agents.sb3 import PPO_DEFAULTS, TransformerPolicy, make_sb3_vec_env
 
 
-def interleaved(native: Callable[[], int], dummy: Callable[[], int], repeats: int) -> tuple[list[float], list[float]]:
+def interleaved(
+    native: Callable[[], int], dummy: Callable[[], int], repeats: int
+) -> tuple[list[float], list[float]]:
     """Samples/s of each ``run`` (returning the samples it produced), alternating the two in every repeat so
     that both see the same background load on this shared machine."""
     native(), dummy()  # warm-up
@@ -58,7 +60,9 @@ def make_env(kind: str, n_envs: int, seed: int):
 def make_model(policy: str, env, seed: int) -> PPO:
     if policy == "mlp":
         return PPO("MlpPolicy", env, seed=seed, device="cpu", **PPO_DEFAULTS)
-    return PPO(TransformerPolicy, env, seed=seed, device="cpu", policy_kwargs={"size": "tiny"}, **PPO_DEFAULTS)
+    return PPO(
+        TransformerPolicy, env, seed=seed, device="cpu", policy_kwargs={"size": "tiny"}, **PPO_DEFAULTS
+    )
 
 
 def env_runner(kind: str, n_envs: int, steps: int) -> Callable[[], int]:
@@ -114,8 +118,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n = args.n_envs
-    print(f"# PPO on SplitSeq-ngood4, {n} envs, torch threads {args.threads}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs (shared; best of {args.repeats}, median in brackets)")
+    print(
+        f"# PPO on SplitSeq-ngood4, {n} envs, torch threads {args.threads}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs (shared; best of {args.repeats}, median in brackets)"
+    )
     print(f"# PPO: {PPO_DEFAULTS}")
     print(f"{'what':38s} {'native samples/s':>22s} {'Dummy samples/s':>22s} {'ratio':>7s}")
 
@@ -129,9 +135,16 @@ def main() -> None:
 
     row("env.step only (random actions)", env_runner("native", n, 200), env_runner("dummy", n, 20))
     for policy in ("mlp", "transformer"):
-        row(f"{policy}: collect_rollouts", rollout_runner("native", policy, n), rollout_runner("dummy", policy, n))
-        row(f"{policy}: PPO.learn (rollout+update)", learn_runner("native", policy, n, args.rollouts),
-            learn_runner("dummy", policy, n, args.rollouts))
+        row(
+            f"{policy}: collect_rollouts",
+            rollout_runner("native", policy, n),
+            rollout_runner("dummy", policy, n),
+        )
+        row(
+            f"{policy}: PPO.learn (rollout+update)",
+            learn_runner("native", policy, n, args.rollouts),
+            learn_runner("dummy", policy, n, args.rollouts),
+        )
 
 
 if __name__ == "__main__":

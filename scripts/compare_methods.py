@@ -66,24 +66,46 @@ def run_method(method: str, seed: int, pre: Path, args: argparse.Namespace, judg
     if method in ("positive", "reinforce"):
         batch = FinetuneConfig(task=args.task, method=method).batch_size  # the method's default
         steps = args.samples // batch
-        cfg = FinetuneConfig(task=args.task, method=method, seed=seed, steps=steps, batch_size=batch,
-                             eval_every=max(1, every // batch), eval_samples=args.eval_histories)
+        cfg = FinetuneConfig(
+            task=args.task,
+            method=method,
+            seed=seed,
+            steps=steps,
+            batch_size=batch,
+            eval_every=max(1, every // batch),
+            eval_samples=args.eval_histories,
+        )
         path = args.out / "models" / f"{method}_s{seed}.pt"
         summary = finetune(pre, cfg, path, progress=False, resume=False)
         hist = pd.read_csv(history_path(path))
         curve = [(0, summary["success_pretrained"], 0.0)] + [
             (int(r.step) * batch, float(r.success), float(r.elapsed)) for r in hist.itertuples()
         ]
-        return {"wall_time_s": summary["wall_time_s"], "samples": steps * batch, "curve": curve, "path": str(path)}
+        return {
+            "wall_time_s": summary["wall_time_s"],
+            "samples": steps * batch,
+            "curve": curve,
+            "path": str(path),
+        }
     path = args.out / "models" / f"{method}_s{seed}.zip"
     model = train_ppo(
-        args.task, args.samples, out=path, pretrained=pre if method == "ppo" else None,
-        policy="transformer" if method == "ppo" else "mlp", seed=seed, eval_every=every,
+        args.task,
+        args.samples,
+        out=path,
+        pretrained=pre if method == "ppo" else None,
+        policy="transformer" if method == "ppo" else "mlp",
+        seed=seed,
+        eval_every=every,
         eval_histories=judge.histories,
     )
     meta = model.splitseq_meta
     curve = [(int(s), float(g), float(t)) for s, g, _, t in meta["eval"]]
-    return {"wall_time_s": meta["wall_time_s"], "samples": int(model.num_timesteps), "curve": curve, "path": str(path)}
+    return {
+        "wall_time_s": meta["wall_time_s"],
+        "samples": int(model.num_timesteps),
+        "curve": curve,
+        "path": str(path),
+    }
 
 
 def samples_to_reach(curve: list[tuple[int, float, float]], level: float) -> tuple[float, float]:
@@ -102,15 +124,21 @@ def main() -> None:
     ap.add_argument("--task", default="ngood4")
     ap.add_argument("--samples", type=int, default=204_800, help="environment samples per method and seed")
     ap.add_argument("--points", type=int, default=10, help="evaluations along each learning curve")
-    ap.add_argument("--eval-histories", type=int, default=4096, help="held-out histories of the learning curves")
-    ap.add_argument("--measure-histories", type=int, default=8192, help="held-out histories of the final measures")
+    ap.add_argument(
+        "--eval-histories", type=int, default=4096, help="held-out histories of the learning curves"
+    )
+    ap.add_argument(
+        "--measure-histories", type=int, default=8192, help="held-out histories of the final measures"
+    )
     ap.add_argument("--methods", nargs="+", default=list(COMPARED_METHODS), choices=COMPARED_METHODS)
     ap.add_argument("--out", type=Path, default=Path("results/compare_methods"))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     ft_batch = max(FinetuneConfig(method=m).batch_size for m in ("positive", "reinforce"))
     if args.samples % (ft_batch * args.points) or args.samples % PPO_ROLLOUT:
-        raise SystemExit(f"--samples must be a multiple of {PPO_ROLLOUT} and of {ft_batch} x --points, got {args.samples}")
+        raise SystemExit(
+            f"--samples must be a multiple of {PPO_ROLLOUT} and of {ft_batch} x --points, got {args.samples}"
+        )
     torch.set_num_threads(args.threads)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -119,39 +147,81 @@ def main() -> None:
 
     def measured(policy, method: str, seed: int, extra: dict) -> None:
         r = measure(policy, args.task, histories=final_h, temperature=0.0, n_bootstrap=1000, seed=0)
-        rows.append({"method": method, "seed": seed, "success": r.success, "op": r.op, "op_theory": r.op_theory,
-                     "excess_op": r.excess_op, "excess_op_lo": r.ci["excess_op"][0], "excess_op_hi": r.ci["excess_op"][1],
-                     "imp": r.imp, "imp_min": r.imp_min, **extra})
+        rows.append(
+            {
+                "method": method,
+                "seed": seed,
+                "success": r.success,
+                "op": r.op,
+                "op_theory": r.op_theory,
+                "excess_op": r.excess_op,
+                "excess_op_lo": r.ci["excess_op"][0],
+                "excess_op_hi": r.ci["excess_op"][1],
+                "imp": r.imp,
+                "imp_min": r.imp_min,
+                **extra,
+            }
+        )
 
     measured(OraclePolicy(args.task), "oracle", -1, {})
     for seed in args.seeds:
         pre = args.out / "models" / f"pretrained_{args.size}_s{seed}.pt"
         t0 = time.perf_counter()
-        pre_summary = pretrain(PretrainConfig(size=args.size, seed=seed, checkpoint_every=0), pre, progress=False)
-        print(f"seed {seed}: pretrained {args.size} in {pre_summary['wall_time_s']:.0f}s "
-              f"(acc_odd {pre_summary['acc_odd']:.3f}; this call {time.perf_counter() - t0:.0f}s)", flush=True)
+        pre_summary = pretrain(
+            PretrainConfig(size=args.size, seed=seed, checkpoint_every=0), pre, progress=False
+        )
+        print(
+            f"seed {seed}: pretrained {args.size} in {pre_summary['wall_time_s']:.0f}s "
+            f"(acc_odd {pre_summary['acc_odd']:.3f}; this call {time.perf_counter() - t0:.0f}s)",
+            flush=True,
+        )
         measured(agents.load(pre), "pretrained", seed, {"wall_time_s": pre_summary["wall_time_s"]})
         judge = SuccessEvaluator(args.task, args.eval_histories, seed)
         for method in args.methods:
             cache = args.out / "runs" / f"{method}_s{seed}.json"
-            cfg_key = {"samples": args.samples, "points": args.points, "size": args.size, "task": args.task,
-                       "eval_histories": args.eval_histories}
+            cfg_key = {
+                "samples": args.samples,
+                "points": args.points,
+                "size": args.size,
+                "task": args.task,
+                "eval_histories": args.eval_histories,
+            }
             run = json.loads(cache.read_text()) if cache.exists() else None
             if run is None or run.get("config") != cfg_key:
                 run = {"config": cfg_key, **run_method(method, seed, pre, args, judge)}
                 cache.write_text(json.dumps(run))
             s_half = judge.s_uniform + 0.5 * (judge.s_oracle - judge.s_uniform)
             n_half, t_half = samples_to_reach(run["curve"], s_half)
-            measured(agents.load(run["path"]), method, seed, {
-                "wall_time_s": run["wall_time_s"], "samples": run["samples"],
-                "samples_per_s": run["samples"] / run["wall_time_s"],
-                "samples_to_half_gap": n_half, "seconds_to_half_gap": t_half,
-            })
-            curves += [{"method": method, "seed": seed, "samples": s, "success": y, "seconds": t,
-                        "s_oracle": judge.s_oracle, "s_uniform": judge.s_uniform} for s, y, t in run["curve"]]
+            measured(
+                agents.load(run["path"]),
+                method,
+                seed,
+                {
+                    "wall_time_s": run["wall_time_s"],
+                    "samples": run["samples"],
+                    "samples_per_s": run["samples"] / run["wall_time_s"],
+                    "samples_to_half_gap": n_half,
+                    "seconds_to_half_gap": t_half,
+                },
+            )
+            curves += [
+                {
+                    "method": method,
+                    "seed": seed,
+                    "samples": s,
+                    "success": y,
+                    "seconds": t,
+                    "s_oracle": judge.s_oracle,
+                    "s_uniform": judge.s_uniform,
+                }
+                for s, y, t in run["curve"]
+            ]
             last = rows[-1]
-            print(f"  {method:10s} success {last['success']:.3f}  Op {last['op']:.3f} (theory {last['op_theory']:.3f})"
-                  f"  Imp {last['imp']:.3f}  {run['wall_time_s']:.0f}s", flush=True)
+            print(
+                f"  {method:10s} success {last['success']:.3f}  Op {last['op']:.3f} (theory {last['op_theory']:.3f})"
+                f"  Imp {last['imp']:.3f}  {run['wall_time_s']:.0f}s",
+                flush=True,
+            )
 
     df = pd.DataFrame(rows)
     df.to_csv(args.out / "results.csv", index=False)
@@ -176,9 +246,11 @@ def summary_table(df: pd.DataFrame, args: argparse.Namespace) -> str:
         return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt.lstrip('+'))}"
 
     n_seeds = len(args.seeds)
-    head = (f"| method ({args.size}, {args.task}, {args.samples:,} samples, {n_seeds} seeds: mean ± sd) | success | "
-            "Op | Op_theory | Op − Op_theory | Imp | Imp_min | samples / seconds to half the oracle gap | wall time (s) |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        f"| method ({args.size}, {args.task}, {args.samples:,} samples, {n_seeds} seeds: mean ± sd) | success | "
+        "Op | Op_theory | Op − Op_theory | Imp | Imp_min | samples / seconds to half the oracle gap | wall time (s) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for method in ("oracle", "pretrained", *[m for m in COMPARED_METHODS if m in set(df.method)]):
         d = df[df.method == method]
@@ -211,7 +283,9 @@ def plot_curves(cv: pd.DataFrame, path: Path, args: argparse.Namespace) -> None:
             axes[1].plot(s.seconds, s.success, color=colors[method], lw=1.2)
     for ax in axes:
         ax.axhline(cv.s_oracle.mean(), color="k", ls="--", lw=1, label="oracle" if ax is axes[0] else None)
-        ax.axhline(cv.s_uniform.mean(), color="grey", ls=":", lw=1, label="uniform" if ax is axes[0] else None)
+        ax.axhline(
+            cv.s_uniform.mean(), color="grey", ls=":", lw=1, label="uniform" if ax is axes[0] else None
+        )
         ax.grid(alpha=0.3)
     axes[0].set(xlabel="environment samples", ylabel=f"greedy success on {args.task} (exact)")
     axes[1].set(xlabel="wall time (s, 1 thread, shared CPU)")

@@ -41,8 +41,12 @@ def timed(fn, *args, **kwargs):
 
 def quick_tiny(root: Path, seed: int, method: str, threads: int, progress: bool) -> dict:
     """The quick preset: tiny pretrained and finetuned on ngood4 with the quick budget, timed in CPU seconds."""
-    pre, w1, c1 = timed(pretrain, PretrainConfig.preset("tiny", seed=seed, budget="quick", threads=threads),
-                        root / "tiny-quick.pt", progress=progress)  # fmt: skip
+    pre, w1, c1 = timed(
+        pretrain,
+        PretrainConfig.preset("tiny", seed=seed, budget="quick", threads=threads),
+        root / "tiny-quick.pt",
+        progress=progress,
+    )
     cfg = FinetuneConfig.preset(
         "tiny", task="ngood4", method=method, seed=seed, budget="quick", threads=threads
     )

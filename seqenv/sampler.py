@@ -18,7 +18,9 @@ def streams_state_dict(streams: SequenceStreams) -> dict[str, Any]:
     restores it; the streams then continue with exactly the tokens the original would have produced.
     """
     if set(vars(streams)) != _STREAMS_FIELDS:  # a new attribute would be lost silently otherwise
-        raise RuntimeError(f"SequenceStreams has attributes {sorted(vars(streams))}; update streams_state_dict")
+        raise RuntimeError(
+            f"SequenceStreams has attributes {sorted(vars(streams))}; update streams_state_dict"
+        )
     return {
         "n": streams.n,
         "position": streams.position,

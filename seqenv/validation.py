@@ -79,7 +79,12 @@ def check_choice(value: Any, name: str, choices: Iterable[T]) -> T:
     """``value`` if it is one of ``choices``."""
     options = tuple(choices)
     try:
-        found = any(isinstance(value, type(option)) and value == option for option in options)
+        found = any(
+            isinstance(value, type(option))
+            and isinstance(value, bool) == isinstance(option, bool)
+            and value == option
+            for option in options
+        )
     except (TypeError, ValueError):  # e.g. an array compared with a string
         found = False
     if found:

@@ -63,7 +63,9 @@ class SplitSeqVectorEnv(VectorEnv):
         **kwargs: Any,
     ):
         if good is None:
-            raise TypeError("SplitSeqVectorEnv needs good=: a task id like 'ngood4' or a good set such as (0, 3)")
+            raise TypeError(
+                "SplitSeqVectorEnv needs good=: a task id like 'ngood4' or a good set such as (0, 3)"
+            )
         kwargs.pop("max_episode_steps", None)  # passed by gym.make_vec; episodes end by episode_length
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
@@ -75,7 +77,9 @@ class SplitSeqVectorEnv(VectorEnv):
         self._good = good_mask(good)
         self.episode_length = check_episode_length(episode_length)
         self._history_batch = (
-            max(32768, self.num_envs) if history_batch is None else check_positive_int(history_batch, "history_batch")
+            max(32768, self.num_envs)
+            if history_batch is None
+            else check_positive_int(history_batch, "history_batch")
         )
         self.single_observation_space = spaces.MultiDiscrete(np.full(CONTEXT, VOCAB, dtype=np.int64))
         self.single_action_space = spaces.Discrete(N_OUT)
@@ -90,7 +94,9 @@ class SplitSeqVectorEnv(VectorEnv):
         self._noise = np.empty((0, self.num_envs), dtype=np.int16)  # noise draws for the coming steps
         self._noise_next = 0
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
         """Reset all environments, or those of ``options["reset_mask"]`` (a bool array ``(num_envs,)``), on fresh
         natural histories, or on ``options["histories"]`` (``(num_envs, 20)``; with a mask, its masked rows)."""
         super().reset(seed=seed)
@@ -211,6 +217,11 @@ class SplitSeqVectorEnv(VectorEnv):
         if self.episode_length == 1 or n_done:
             info["final_obs"] = final_obs
             info["_final_obs"] = done
-            info["final_info"] = {"next_token": next_token, "success": success, "_next_token": done, "_success": done}
+            info["final_info"] = {
+                "next_token": next_token,
+                "success": success,
+                "_next_token": done,
+                "_success": done,
+            }
             info["_final_info"] = done
         return self._obs.copy(), success.astype(np.float64), done, np.zeros(n, dtype=bool), info

@@ -1,6 +1,29 @@
-"""Shared test setup."""
+"""Shared test setup and the statistical helpers every test module uses.
+
+Rate checks compare an empirical frequency with its exact probability within ``Z`` binomial standard
+errors; seeds are fixed, so a test either always passes or always fails, and 5 s.e. leaves ample margin.
+"""
+
+from __future__ import annotations
+
+import math
 
 import pytest
+
+#: tolerance of rate checks, in binomial standard errors
+Z = 5.0
+#: p-value below which a chi-square comparison fails
+P_ALPHA = 1e-6
+
+
+def binomial_se(p: float, n: float) -> float:
+    """Standard error of a rate with probability ``p`` estimated from ``n`` independent samples."""
+    return math.sqrt(p * (1 - p) / n)
+
+
+def within(rate: float, p: float, n: float, z: float = Z) -> bool:
+    """Whether ``rate`` is within ``z`` binomial standard errors of ``p`` (``n`` samples)."""
+    return abs(rate - p) <= z * binomial_se(p, n)
 
 
 @pytest.fixture(autouse=True, scope="session")

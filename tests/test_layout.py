@@ -13,7 +13,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("seqenv", "measures", "agents")
 #: what each package may import of the project
-ALLOWED = {"seqenv": {"seqenv"}, "measures": {"seqenv", "measures"}, "agents": {"seqenv", "measures", "agents"}}
+ALLOWED = {
+    "seqenv": {"seqenv"},
+    "measures": {"seqenv", "measures"},
+    "agents": {"seqenv", "measures", "agents"},
+}
 
 
 def module_name(path: Path) -> str:
@@ -36,7 +40,9 @@ def project_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names = [f"{base}.{a.name}" for a in node.names]
         else:
             continue
@@ -100,6 +106,10 @@ def test_no_module_imports_itself_back():
 
 
 def test_no_source_file_is_over_500_lines():
-    long = {str(p.relative_to(REPO)): n for pkg in (*PACKAGES, "scripts") for p in (REPO / pkg).rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > 500}  # fmt: skip
+    long = {
+        str(p.relative_to(REPO)): n
+        for pkg in (*PACKAGES, "scripts")
+        for p in (REPO / pkg).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 500
+    }
     assert not long, long

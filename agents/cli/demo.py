@@ -18,8 +18,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``demo``."""
-    p = sub.add_parser("demo", help="play SplitSeq with the uniform and the oracle policy", description=run_demo.__doc__)
+    p = sub.add_parser(
+        "demo", help="play SplitSeq with the uniform and the oracle policy", description=run_demo.__doc__
+    )
     p.add_argument("--task", choices=sorted(TASKS), default="ngood4", help="the task (default ngood4)")
-    p.add_argument("--steps", type=positive_int, default=10_000, help="one-step episodes per policy (default 10000)")
+    p.add_argument(
+        "--steps", type=positive_int, default=10_000, help="one-step episodes per policy (default 10000)"
+    )
     add_seed(p, "the environment and the uniform policy")
     p.set_defaults(func=_run)

@@ -75,7 +75,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["all", *sorted(TASKS)], default="all", help="task, or all (default)")
     p.add_argument("--n-histories", type=positive_int, default=4096, help="natural histories (default 4096)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the histories (default 0)")
-    p.add_argument("--method", choices=MEASURE_METHODS, default="exact", help="exact (default) or monte_carlo (the post's sampling estimator)")
+    p.add_argument(
+        "--method",
+        choices=MEASURE_METHODS,
+        default="exact",
+        help="exact (default) or monte_carlo (the post's sampling estimator)",
+    )
     p.add_argument(
         "--temperature", type=nonneg_float, default=0.0, help="policy temperature (default 0: greedy)"
     )

@@ -19,13 +19,24 @@ def _run(args: argparse.Namespace) -> int:
     tb = str(Path(args.out).parent / "runs") if args.tensorboard is None else (args.tensorboard or None)
     hyper = {key: getattr(args, key) for key in PPO_DEFAULTS}
     model = train_ppo(
-        task=args.task, timesteps=args.timesteps, out=args.out, pretrained=args.pretrained, size=args.size,
-        policy=args.policy, n_envs=args.n_envs, seed=args.seed, tensorboard_log=tb, eval_every=args.eval_every,
-        episode_length=args.episode_length, **hyper,
-    )  # fmt: skip
+        task=args.task,
+        timesteps=args.timesteps,
+        out=args.out,
+        pretrained=args.pretrained,
+        size=args.size,
+        policy=args.policy,
+        n_envs=args.n_envs,
+        seed=args.seed,
+        tensorboard_log=tb,
+        eval_every=args.eval_every,
+        episode_length=args.episode_length,
+        **hyper,
+    )
     meta = model.splitseq_meta
     for samples, greedy, sampled, seconds in meta.get("eval", []):
-        print(f"{samples:>9d} samples {seconds:7.1f}s  greedy success {greedy:.4f}  sampled success {sampled:.4f}")
+        print(
+            f"{samples:>9d} samples {seconds:7.1f}s  greedy success {greedy:.4f}  sampled success {sampled:.4f}"
+        )
     saved = args.out if str(args.out).endswith(".zip") else f"{args.out}.zip"
     print(
         f"trained {model.num_timesteps} samples in {meta['wall_time_s']:.1f}s "
@@ -47,7 +58,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--task", choices=sorted(TASKS), default="ngood4", help="the task (default ngood4)")
     p.add_argument("--pretrained", default=None, help="pretrained .pt checkpoint to start from")
-    p.add_argument("--size", choices=sorted(SIZES), default=None, help="model size without --pretrained (default tiny)")
+    p.add_argument(
+        "--size", choices=sorted(SIZES), default=None, help="model size without --pretrained (default tiny)"
+    )
     p.add_argument("--policy", choices=("transformer", "mlp"), default="transformer", help="policy network")
     p.add_argument("--timesteps", type=positive_int, required=True, help="environment samples")
     p.add_argument("--out", required=True, help="output .zip")
@@ -56,9 +69,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tensorboard", default=None, help="TensorBoard directory (default: runs/ beside --out; '' disables)"
     )
-    p.add_argument("--eval-every", type=positive_int, default=None, help="samples between exact greedy-success evaluations")
+    p.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=None,
+        help="samples between exact greedy-success evaluations",
+    )
     p.add_argument("--episode-length", type=positive_int, default=1, help="steps per episode (default 1)")
     for key, value in PPO_DEFAULTS.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help=f"PPO's {key} (default {value})")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
+        p.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=type(value),
+            default=value,
+            help=f"PPO's {key} (default {value})",
+        )
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)"
+    )
     p.set_defaults(func=_run)

@@ -18,7 +18,15 @@ from agents.pipeline import SWEEP_PRESETS, SweepConfig, SweepError, default_work
 from agents.pipeline.backends import BACKENDS
 
 #: the options that set what a sweep runs (``--merge`` takes them from the merged sweeps instead)
-SWEEP_OPTIONS: tuple[str, ...] = ("sizes", "seeds", "tasks", "n_histories", "steps_scale", "threads", "method")
+SWEEP_OPTIONS: tuple[str, ...] = (
+    "sizes",
+    "seeds",
+    "tasks",
+    "n_histories",
+    "steps_scale",
+    "threads",
+    "method",
+)
 
 
 def _error(text: str) -> int:
@@ -39,15 +47,23 @@ def _run(args: argparse.Namespace) -> int:
         workers = None  # only the report is left, and it runs in this process
     else:
         try:
-            sweep = SweepConfig.from_preset(args.preset or "quick", **{k: getattr(args, k) for k in SWEEP_OPTIONS})
+            sweep = SweepConfig.from_preset(
+                args.preset or "quick", **{k: getattr(args, k) for k in SWEEP_OPTIONS}
+            )
         except (TypeError, ValueError) as e:
             return _error(str(e))
         workers = args.workers
         if workers is None and args.backend == "local":
             workers = default_workers(sweep.threads)
     try:
-        run_sweep(args.out, sweep, workers=workers, backend=args.backend, progress=not args.no_progress,
-                  ray_address=args.ray_address)  # fmt: skip
+        run_sweep(
+            args.out,
+            sweep,
+            workers=workers,
+            backend=args.backend,
+            progress=not args.no_progress,
+            ray_address=args.ray_address,
+        )
     except SweepError as e:
         print(f"reproduce: {e}", file=sys.stderr)
         return 1
@@ -58,30 +74,73 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``splitseq reproduce``."""
-    p.add_argument("--preset", choices=tuple(SWEEP_PRESETS), default=None,
-                   help="quick (default): tiny, one seed, the three tasks (minutes); full: 4 sizes x 5 seeds x 3 tasks")  # fmt: skip
-    p.add_argument("--out", required=True, help="sweep directory (created; run the same command again to resume)")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="units in flight at once: local default one per CPU (a process pool; 1 runs them in this "
-                   "process); ray default: as many as the cluster's CPUs allow")  # fmt: skip
-    p.add_argument("--backend", choices=BACKENDS, default="local",
-                   help="local process pool, or Ray tasks (pip install 'splitseq[ray]')")  # fmt: skip
-    p.add_argument("--ray-address", default=None, help="address of a Ray cluster (default: start a local instance)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch threads inside each unit (default 1)")
-    p.add_argument("--steps-scale", type=positive_float, default=None,
-                   help="multiply every training step budget, e.g. 0.05 for a smoke test (default 1)")  # fmt: skip
-    p.add_argument("--method", choices=FINETUNE_METHODS, default=None,
-                   help="finetuning method: positive (the post's, default) or reinforce (with a baseline)")  # fmt: skip
-    p.add_argument("--sizes", nargs="+", default=None, metavar="SIZE", help="override the preset's model sizes")
-    p.add_argument("--seeds", nargs="+", type=nonneg_int, default=None, metavar="SEED",
-                   help="override the preset's seeds")  # fmt: skip
+    p.add_argument(
+        "--preset",
+        choices=tuple(SWEEP_PRESETS),
+        default=None,
+        help="quick (default): tiny, one seed, the three tasks (minutes); full: 4 sizes x 5 seeds x 3 tasks",
+    )
+    p.add_argument(
+        "--out", required=True, help="sweep directory (created; run the same command again to resume)"
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="units in flight at once: local default one per CPU (a process pool; 1 runs them in this "
+        "process); ray default: as many as the cluster's CPUs allow",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local process pool, or Ray tasks (pip install 'splitseq[ray]')",
+    )
+    p.add_argument(
+        "--ray-address", default=None, help="address of a Ray cluster (default: start a local instance)"
+    )
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads inside each unit (default 1)"
+    )
+    p.add_argument(
+        "--steps-scale",
+        type=positive_float,
+        default=None,
+        help="multiply every training step budget, e.g. 0.05 for a smoke test (default 1)",
+    )
+    p.add_argument(
+        "--method",
+        choices=FINETUNE_METHODS,
+        default=None,
+        help="finetuning method: positive (the post's, default) or reinforce (with a baseline)",
+    )
+    p.add_argument(
+        "--sizes", nargs="+", default=None, metavar="SIZE", help="override the preset's model sizes"
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=nonneg_int,
+        default=None,
+        metavar="SEED",
+        help="override the preset's seeds",
+    )
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="override the preset's tasks")
-    p.add_argument("--n-histories", type=positive_int, default=None,
-                   help="evaluation histories shared by every model (default 8192)")  # fmt: skip
+    p.add_argument(
+        "--n-histories",
+        type=positive_int,
+        default=None,
+        help="evaluation histories shared by every model (default 8192)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-unit log lines")
-    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
-                   help="combine finished sweeps that differ only in their seeds (e.g. run on separate machines) "
-                   "into --out, then write its results, figures and report")  # fmt: skip
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="combine finished sweeps that differ only in their seeds (e.g. run on separate machines) "
+        "into --out, then write its results, figures and report",
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

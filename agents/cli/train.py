@@ -43,7 +43,9 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         overrides = _overrides(args, ("steps", "batch_size", "lr", "threads", "checkpoint_every"))
         if overrides:
             cfg = PretrainConfig(**{**cfg.to_dict(), **overrides})
-        summary = pretrain(cfg, args.out, log_dir=args.log_dir, progress=not args.quiet, resume=not args.restart)
+        summary = pretrain(
+            cfg, args.out, log_dir=args.log_dir, progress=not args.quiet, resume=not args.restart
+        )
     except (CheckpointError, ValueError, TypeError) as e:
         return fail("pretrain", e)
     print_summary(summary, args.json)
@@ -62,7 +64,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=list(SIZES), required=True, help="model size")
     add_seed(p, "initialisation, dropout and data")
     p.add_argument("--out", required=True, help="checkpoint path (.pt)")
-    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default: the size's budget)")
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="optimizer steps (default: the size's budget)"
+    )
     add_budget(p)
     p.add_argument("--batch-size", type=positive_int, default=None, help="examples per step")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
@@ -84,7 +88,12 @@ def _run_finetune(args: argparse.Namespace) -> int:
             size, task=args.task, method=args.method, seed=args.seed, budget=args.budget, **overrides
         )
         summary = finetune(
-            args.pretrained, cfg, args.out, log_dir=args.log_dir, progress=not args.quiet, resume=not args.restart
+            args.pretrained,
+            cfg,
+            args.out,
+            log_dir=args.log_dir,
+            progress=not args.quiet,
+            resume=not args.restart,
         )
     except (CheckpointError, ValueError, TypeError) as e:
         return fail("finetune", e)
@@ -113,11 +122,16 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "0.8-0.95 of the way to the oracle (docs: Training)",
     )
     add_seed(p, "sampling, env and dropout")
-    p.add_argument("--steps", type=positive_int, default=None, help="policy steps (default: the size's budget)")
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="policy steps (default: the size's budget)"
+    )
     add_budget(p)
     p.add_argument("--batch-size", type=positive_int, default=None, help="environment samples per step")
     p.add_argument(
-        "--group-size", type=positive_int, default=None, help="samples per history (reinforce: per-history baseline)"
+        "--group-size",
+        type=positive_int,
+        default=None,
+        help="samples per history (reinforce: per-history baseline)",
     )
     p.add_argument("--lr", type=positive_float, default=None, help="policy learning rate")
     p.add_argument("--maintenance-lr", type=positive_float, default=None, help="maintenance learning rate")

@@ -70,7 +70,10 @@ class PoolBackend:
     def __init__(self, workers: int):
         self.slots = workers
         self.pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=get_context("spawn"), initializer=_watch_parent, initargs=(os.getpid(),)
+            max_workers=workers,
+            mp_context=get_context("spawn"),
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
         )
 
     def submit(self, root: str, unit: Unit, sweep: dict) -> Future:
@@ -98,7 +101,9 @@ class RayBackend:
         try:
             import ray
         except ImportError:
-            raise RuntimeError("--backend ray needs Ray: pip install 'splitseq[ray]' (or pip install ray)") from None
+            raise RuntimeError(
+                "--backend ray needs Ray: pip install 'splitseq[ray]' (or pip install ray)"
+            ) from None
         self.ray = ray
         self.started = False
         if not ray.is_initialized():
@@ -128,7 +133,9 @@ class RayBackend:
             self.ray.shutdown()
 
 
-def make_backend(backend: str, workers: int | None, threads: int, n_units: int, address: str | None = None) -> Any:
+def make_backend(
+    backend: str, workers: int | None, threads: int, n_units: int, address: str | None = None
+) -> Any:
     """The backend for ``n_units`` units: Ray, this process (one worker), or a pool of ``workers``."""
     if backend == "ray":
         return RayBackend(workers, threads, address)

@@ -4,9 +4,8 @@ Every function takes the results table (one row per model and evaluation task, s
 :data:`agents.pipeline.records.RESULT_COLUMNS`) and writes one PNG; :func:`draw_all` writes them all and
 returns their paths. Colour always encodes a task (chance rate ``p``), marker shape a model size.
 
-Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend chosen at
-import) inside :func:`matplotlib.rc_context` with :data:`STYLE`, so importing this module or drawing
-changes nothing in the caller's matplotlib settings.
+The figures are drawn with :mod:`agents.pipeline.plotting` inside its style context: nothing in the caller's
+matplotlib settings changes.
 """
 
 from __future__ import annotations
@@ -14,151 +13,45 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from agents.pipeline.plotting import (
+    NT_LOSS_FLOOR,
+    STYLE,
+    TASK_COLORS,
+    cross_panels,
+    identity_line,
+    legend,
+    per_size,
+    ref_value,
+    save,
+    scatter,
+    size_axis,
+    size_marker,
+    sizes_in,
+    subplots,
+    subsets,
+    task_color,
+    task_label,
+    task_p,
+    tasks_in,
+)
 from agents.training import history_path
 from measures.theory import op_theory
-from seqenv.sequence import N_OUT, P_MATCH
-from seqenv.tasks import good_set
-
-DPI = 100
-TASK_COLORS = {"ngood2": "#1f77b4", "ngood4": "#ff7f0e", "ngood6": "#2ca02c"}
-SIZE_MARKERS = {"tiny": "o", "small": "s", "medium": "^", "large": "D"}
-#: irreducible next-token loss (nats): the entropy of 0.9825 on the rule's token and 0.0025 on each other
-NT_LOSS_FLOOR = float(-(P_MATCH * np.log(P_MATCH) + (1 - P_MATCH) * np.log((1 - P_MATCH) / (N_OUT - 1))))
-
-#: the figures' matplotlib settings, applied in a context while drawing
-STYLE = {
-    "figure.dpi": DPI, "savefig.dpi": DPI, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-    "axes.spines.right": False, "font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8,
-    "legend.framealpha": 0.85, "figure.titlesize": 11,
-}  # fmt: skip
+from seqenv.sequence import P_MATCH
 
 
-def task_p(task: str) -> float:
-    """Chance success rate ``|good| / 8`` of a task."""
-    return len(good_set(task)) / N_OUT
-
-
-def task_label(task: str) -> str:
-    return f"{task} (p = {task_p(task):g})"
-
-
-def _color(task: str) -> str:
-    return TASK_COLORS.get(task, "0.4")
-
-
-def _marker(size: str) -> str:
-    return SIZE_MARKERS.get(size, "o")
-
-
-def _sizes_in(df: pd.DataFrame) -> list[str]:
-    present = [s for s in df["size"].dropna().unique() if s]
-    return sorted(present, key=lambda s: list(SIZE_MARKERS).index(s) if s in SIZE_MARKERS else 99)
-
-
-def _tasks_in(df: pd.DataFrame, col: str = "train_task") -> list[str]:
-    return sorted(t for t in df[col].dropna().unique() if t)
-
-
-def _legend(ax: Axes, tasks: list[str], sizes: list[str], loc: str = "best", extra: list | None = None) -> None:
-    """One legend: task colours, then size markers (grey), then any extra handles."""
-    handles = [Line2D([], [], color=_color(t), marker="o", ls="", label=task_label(t)) for t in tasks]
-    if len(sizes) > 1:
-        handles += [Line2D([], [], color="0.35", marker=_marker(s), ls="", label=s) for s in sizes]
-    handles += extra or []
-    ax.legend(handles=handles, loc=loc)
-
-
-def _identity(ax: Axes, lo: float | None = None, hi: float | None = None, label: str = "y = x") -> Line2D:
-    xl, yl = ax.get_xlim(), ax.get_ylim()
-    lo = min(xl[0], yl[0]) if lo is None else lo
-    hi = max(xl[1], yl[1]) if hi is None else hi
-    (line,) = ax.plot([lo, hi], [lo, hi], ls="--", color="0.3", lw=1, label=label, zorder=1)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    return line
-
-
-def _scatter(ax: Axes, df: pd.DataFrame, x: str, y: str, color_by: str, hollow: pd.Series | None = None) -> None:
-    """Scatter ``df[y]`` against ``df[x]``: colour from ``color_by`` (a task column), marker from size."""
-    for (task, size), g in df.groupby([color_by, "size"], sort=False):
-        c = _color(task)
-        if hollow is None:
-            ax.scatter(g[x], g[y], color=c, marker=_marker(size), s=28, alpha=0.85, edgecolor="white", lw=0.4, zorder=3)
-        else:
-            h = hollow.loc[g.index]
-            ax.scatter(g[x][~h], g[y][~h], color=c, marker=_marker(size), s=28, alpha=0.85, edgecolor="white",
-                       lw=0.4, zorder=3)  # fmt: skip
-            ax.scatter(g[x][h], g[y][h], facecolor="none", edgecolor=c, marker=_marker(size), s=28, lw=1.0, zorder=3)
-
-
-def _per_size(df: pd.DataFrame, col: str, by: str = "train_task") -> pd.DataFrame:
-    """Mean and standard error of ``col`` over seeds, per (task, size), sorted by parameter count."""
-    g = df.groupby([by, "size"])[col]
-    out = pd.DataFrame({"mean": g.mean(), "se": g.sem(ddof=1), "n": g.count()}).reset_index()
-    params = df.groupby("size")["params"].first()
-    out["params"] = out["size"].map(params)
-    out["se"] = out["se"].fillna(0.0)
-    return out.sort_values([by, "params"])
-
-
-def _size_axis(ax: Axes, df: pd.DataFrame) -> None:
-    ax.set_xscale("log")
-    params = df.groupby("size")["params"].first().dropna()
-    if len(params):
-        ticks = sorted(params.items(), key=lambda kv: kv[1])
-        ax.set_xticks([v for _, v in ticks])
-        ax.set_xticklabels([f"{k}\n{v / 1e3:.0f}k" for k, v in ticks])
-        ax.minorticks_off()
-        lo, hi = min(params), max(params)
-        ax.set_xlim(lo / 1.6, hi * 1.6)
-    ax.set_xlabel("model size (parameters)")
-
-
-def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
-    """A new figure and its axes, as ``pyplot.subplots`` without pyplot's global figure registry."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
-
-
-def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
-    if tight:
-        fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def _subsets(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    fin = df[df["kind"] == "finetuned"]
-    own = fin[fin["train_task"] == fin["eval_task"]]
-    pre = df[df["kind"] == "pretrained"]
-    ref = df[df["kind"] == "reference"]
-    return fin, own, pre, ref
-
-
-def _ref_value(ref: pd.DataFrame, model: str, task: str, col: str) -> float:
-    r = ref[(ref["model"] == model) & (ref["eval_task"] == task)]
-    return float(r[col].iloc[0]) if len(r) else float("nan")
-
-
-# --------------------------------------------------------------------------------------------- figures
 def fig_pretraining(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Held-out next-token loss and accuracy (even and odd targets) against size: pretrained models, and the
     even-target accuracy the finetuned models keep (the maintenance training's job)."""
-    fin, _, pre, _ = _subsets(df)
+    fin, _, pre, _ = subsets(df)
     one = pre.drop_duplicates("model")
     after = fin.drop_duplicates("model")
-    fig, (a, b) = _subplots(1, 2, figsize=(10, 4.2))
+    fig, (a, b) = subplots(1, 2, figsize=(10, 4.2))
     series = (
         (a, one, "nt_loss", "pretrained", "C3", "o", "-"),
         (b, one, "acc_even", "even targets (world model), pretrained", "C0", "o", "-"),
@@ -169,11 +62,21 @@ def fig_pretraining(df: pd.DataFrame, root: Path, path: Path) -> Path:
         if not len(data):
             continue
         ax.scatter(data["params"], data[col], color=color, alpha=0.3, s=12, marker=marker, zorder=2)
-        s = _per_size(data.assign(_all=""), col, by="_all")
-        ax.errorbar(s["params"], s["mean"], yerr=s["se"], color=color, marker=marker, ls=ls, capsize=3, label=label,
-                    mfc="white" if ls == "--" else color, zorder=3)  # fmt: skip
+        s = per_size(data.assign(_all=""), col, by="_all")
+        ax.errorbar(
+            s["params"],
+            s["mean"],
+            yerr=s["se"],
+            color=color,
+            marker=marker,
+            ls=ls,
+            capsize=3,
+            label=label,
+            mfc="white" if ls == "--" else color,
+            zorder=3,
+        )
     for ax in (a, b):
-        _size_axis(ax, one)
+        size_axis(ax, one)
     a.axhline(NT_LOSS_FLOOR, ls="-.", color="0.3", lw=1, label=f"irreducible loss {NT_LOSS_FLOOR:.3f}")
     b.axhline(P_MATCH, ls="-.", color="0.3", lw=1, label=f"limit {P_MATCH:.4f}")
     a.set(title="Held-out next-token loss", ylabel="cross-entropy (nats / token)")
@@ -181,7 +84,7 @@ def fig_pretraining(df: pd.DataFrame, root: Path, path: Path) -> Path:
     a.legend(loc="best")
     b.legend(loc="best", fontsize=7)
     fig.suptitle("Pretraining on natural sequences (small dots: seeds; line: mean ± s.e.)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _history(root: Path, checkpoint: str) -> pd.DataFrame | None:
@@ -195,12 +98,14 @@ def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
     maintenance accuracy and policy loss per task for the largest size."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    _, _, pre, ref = _subsets(df)
+    _, _, pre, ref = subsets(df)
     fin = df[df["kind"] == "finetuned"].drop_duplicates("model")
-    sizes = _sizes_in(pre)
+    sizes = sizes_in(pre)
     seed = int(pre["seed"].min()) if len(pre) else 0
-    fig, axes = _subplots(2, 3, figsize=(12, 7.2))
-    size_colors = dict(zip(sizes, matplotlib.colormaps["viridis"](np.linspace(0.1, 0.85, max(len(sizes), 1)))))
+    fig, axes = subplots(2, 3, figsize=(12, 7.2))
+    size_colors = dict(
+        zip(sizes, matplotlib.colormaps["viridis"](np.linspace(0.1, 0.85, max(len(sizes), 1))))
+    )
     for size in sizes:
         row = pre[(pre["size"] == size) & (pre["seed"] == seed)].drop_duplicates("model")
         h = _history(root, row["checkpoint"].iloc[0]) if len(row) else None
@@ -213,238 +118,295 @@ def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
         axes[0, 1].plot(h["step"], h["acc_odd"], color=c, lw=1, ls=":", label=f"{size} odd")
         axes[0, 2].plot(h["step"], h["lr"], color=c, lw=1.2, label=size)
     axes[0, 0].axhline(NT_LOSS_FLOOR, ls="-.", color="0.3", lw=1, label=f"irreducible {NT_LOSS_FLOOR:.3f}")
-    axes[0, 0].set(title=f"Pretraining loss (seed {seed})", xlabel="step", ylabel="cross-entropy (nats / token)",
-                   yscale="log")  # fmt: skip
+    axes[0, 0].set(
+        title=f"Pretraining loss (seed {seed})",
+        xlabel="step",
+        ylabel="cross-entropy (nats / token)",
+        yscale="log",
+    )
     axes[0, 0].yaxis.set_major_formatter(ScalarFormatter())
     axes[0, 0].yaxis.set_minor_formatter(NullFormatter())
     axes[0, 1].axhline(P_MATCH, ls="-.", color="0.3", lw=1, label=f"limit {P_MATCH:.4f}")
     axes[0, 1].set(title="Pretraining: held-out accuracy", xlabel="step", ylabel="next-token accuracy")
     axes[0, 2].set(title="Pretraining learning rate", xlabel="step", ylabel="learning rate")
     big = sizes[-1] if sizes else ""
-    tasks = _tasks_in(fin)
+    tasks = tasks_in(fin)
     for task in tasks:
         row = fin[(fin["size"] == big) & (fin["seed"] == seed) & (fin["train_task"] == task)]
         h = _history(root, row["checkpoint"].iloc[0]) if len(row) else None
         if h is None:
             continue
-        c = _color(task)
+        c = task_color(task)
         axes[1, 0].plot(h["step"], h["success"], color=c, lw=1.4)
         axes[1, 0].plot(h["step"], h["sample_success"], color=c, lw=0.8, alpha=0.6)
-        axes[1, 0].axhline(_ref_value(ref, f"oracle-{task}", task, "success"), color=c, ls="--", lw=0.8)
+        axes[1, 0].axhline(ref_value(ref, f"oracle-{task}", task, "success"), color=c, ls="--", lw=0.8)
         axes[1, 0].axhline(task_p(task), color=c, ls=":", lw=0.8)
         axes[1, 1].plot(h["step"], h["maintenance_acc"], color=c, lw=1.2)
         axes[1, 2].plot(h["step"], h["loss"], color=c, lw=1.2)
     axes[1, 0].set(title=f"Finetuning success ({big}, seed {seed})", xlabel="step", ylabel="success rate")
     axes[1, 1].axhline(P_MATCH, ls="-.", color="0.3", lw=1)
-    axes[1, 1].set(title="Maintenance: held-out accuracy, even targets", xlabel="step", ylabel="next-token accuracy")
-    axes[1, 2].set(title="Finetuning policy loss (successful samples)", xlabel="step", ylabel="cross-entropy (nats)")
+    axes[1, 1].set(
+        title="Maintenance: held-out accuracy, even targets", xlabel="step", ylabel="next-token accuracy"
+    )
+    axes[1, 2].set(
+        title="Finetuning policy loss (successful samples)", xlabel="step", ylabel="cross-entropy (nats)"
+    )
     for ax in axes[0]:
         if ax.has_data():
             ax.legend(ncol=2 if len(sizes) > 2 else 1, fontsize=7)
-    handles = [Line2D([], [], color=_color(t), lw=1.4, label=task_label(t)) for t in tasks] + [
+    handles = [Line2D([], [], color=task_color(t), lw=1.4, label=task_label(t)) for t in tasks] + [
         Line2D([], [], color="0.4", lw=1.4, label="greedy success (exact, held-out)"),
         Line2D([], [], color="0.4", lw=0.8, alpha=0.6, label="sampled success (temperature 1)"),
         Line2D([], [], color="0.4", ls="--", lw=0.8, label="oracle"),
         Line2D([], [], color="0.4", ls=":", lw=0.8, label="chance p"),
         Line2D([], [], color="0.3", ls="-.", lw=1, label=f"accuracy limit {P_MATCH:.4f}"),
-    ]  # fmt: skip
+    ]
     fig.suptitle("Example training runs")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
-    return _save(fig, path, tight=False)
+    return save(fig, path, tight=False)
 
 
 def fig_success_vs_size(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Own-task success (temperature 0) against size per task, mean ± s.e., with chance and the oracle."""
-    _, own, _, ref = _subsets(df)
-    fig, ax = _subplots(figsize=(6.4, 4.4))
-    for task in _tasks_in(own):
-        s = _per_size(own[own["train_task"] == task], "success")
-        c = _color(task)
-        ax.scatter(own[own["train_task"] == task]["params"], own[own["train_task"] == task]["success"], color=c,
-                   alpha=0.3, s=12)  # fmt: skip
-        ax.errorbar(s["params"], s["mean"], yerr=s["se"], color=c, marker="o", capsize=3, label=task_label(task))
-        ax.axhline(_ref_value(ref, f"oracle-{task}", task, "success"), color=c, ls="--", lw=0.9)
-        ax.axhline(_ref_value(ref, "uniform", task, "success"), color=c, ls=":", lw=0.9)
-    _size_axis(ax, own)
+    _, own, _, ref = subsets(df)
+    fig, ax = subplots(figsize=(6.4, 4.4))
+    for task in tasks_in(own):
+        s = per_size(own[own["train_task"] == task], "success")
+        c = task_color(task)
+        ax.scatter(
+            own[own["train_task"] == task]["params"],
+            own[own["train_task"] == task]["success"],
+            color=c,
+            alpha=0.3,
+            s=12,
+        )
+        ax.errorbar(
+            s["params"], s["mean"], yerr=s["se"], color=c, marker="o", capsize=3, label=task_label(task)
+        )
+        ax.axhline(ref_value(ref, f"oracle-{task}", task, "success"), color=c, ls="--", lw=0.9)
+        ax.axhline(ref_value(ref, "uniform", task, "success"), color=c, ls=":", lw=0.9)
+    size_axis(ax, own)
     ax.set(ylabel="success rate on own task", title="RL success against model size (mean ± s.e. over seeds)")
-    ax.legend(handles=ax.get_legend_handles_labels()[0] + [
-        Line2D([], [], color="0.4", ls="--", lw=0.9, label="oracle (ceiling)"),
-        Line2D([], [], color="0.4", ls=":", lw=0.9, label="uniform policy")], loc="lower right")  # fmt: skip
-    return _save(fig, path)
+    ax.legend(
+        handles=ax.get_legend_handles_labels()[0]
+        + [
+            Line2D([], [], color="0.4", ls="--", lw=0.9, label="oracle (ceiling)"),
+            Line2D([], [], color="0.4", ls=":", lw=0.9, label="uniform policy"),
+        ],
+        loc="lower right",
+    )
+    return save(fig, path)
 
 
 def fig_op_vs_success(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Measured Op against success with the post's Op_theory(s, p) curves: own task and cross-objective."""
-    fin, own, _, ref = _subsets(df)
-    sizes = _sizes_in(fin)
-    fig, axes = _subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    fin, own, _, ref = subsets(df)
+    sizes = sizes_in(fin)
+    fig, axes = subplots(1, 2, figsize=(11, 4.4), sharey=True)
     s = np.linspace(0.0, 1.0, 401)
     nat = ref[ref["model"] == "natural"]["op"]
     for ax, data, title in ((axes[0], own, "own task"), (axes[1], fin, "every task (cross-objective)")):
         for task in TASK_COLORS:
-            ax.plot(s, op_theory(s, task_p(task)), color=_color(task), lw=1.2, alpha=0.7)
+            ax.plot(s, op_theory(s, task_p(task)), color=task_color(task), lw=1.2, alpha=0.7)
         if title.startswith("own"):
-            _scatter(ax, data, "success", "op", "train_task")
+            scatter(ax, data, "success", "op", "train_task")
         else:
-            _scatter(ax, data, "success", "op", "eval_task", hollow=data["train_task"] != data["eval_task"])
+            scatter(ax, data, "success", "op", "eval_task", hollow=data["train_task"] != data["eval_task"])
         if len(nat):
             ax.axhline(float(nat.iloc[0]), color="0.5", ls="-.", lw=1)
         ax.set(xlabel="success rate s (temperature 0)", title=f"Op against success: {title}", xlim=(0, 1))
     axes[0].set_ylabel("measured Op (nats)")
     ymax = max(float(np.nanmax(fin["op"])) if len(fin) else 1.0, 1.0) * 1.1
     axes[0].set_ylim(min(0.0, float(np.nanmin(fin["op"])) if len(fin) else 0.0) - 0.05, ymax)
-    extra = [Line2D([], [], color="0.4", lw=1.2, label="Op_theory(s, p)"),
-             Line2D([], [], color="0.5", ls="-.", lw=1, label="natural sequence (floor)")]  # fmt: skip
-    _legend(axes[0], _tasks_in(own), sizes, loc="upper left", extra=extra)
-    _legend(axes[1], _tasks_in(fin, "eval_task"), sizes, loc="upper left", extra=extra + [
-        Line2D([], [], color="0.4", marker="o", ls="", mfc="none", label="evaluated on another task")])  # fmt: skip
-    axes[1].text(0.99, 0.02, "colour: evaluation task", transform=axes[1].transAxes, ha="right", fontsize=8, color="0.3")
-    return _save(fig, path)
-
-
-def _cross_panels(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, title: str, path: Path,
-                  log: bool = False, fit: bool = False) -> Path:  # fmt: skip
-    """Own task in the first panel, then one panel per evaluation task coloured by training task; y = x.
-    ``fit`` adds, per training task, the least-squares line through the origin (its slope in the legend)."""
-    fin, own, _, _ = _subsets(df)
-    tasks = _tasks_in(fin, "eval_task")
-    sizes = _sizes_in(fin)
-    fig, axes = _subplots(1, 1 + len(tasks), figsize=(3.6 * (1 + len(tasks)), 3.9))
-    axes = np.atleast_1d(axes)
-    vals = pd.concat([fin[x], fin[y]]).replace([np.inf, -np.inf], np.nan).dropna()
-    lo, hi = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
-    pad = 0.05 * (hi - lo or 1.0)
-    lo, hi = (max(lo / 1.5, 1e-4), hi * 1.5) if log else (min(lo - pad, 0.0), hi + pad)
-    _scatter(axes[0], own, x, y, "train_task")
-    axes[0].set_title("own task")
-    for ax, task in zip(axes[1:], tasks):
-        d = fin[fin["eval_task"] == task]
-        _scatter(ax, d, x, y, "train_task", hollow=d["train_task"] != task)
-        ax.set_title(f"evaluated on {task_label(task)}")
-        if fit:
-            fits = []
-            for tt, g in d.groupby("train_task"):
-                xx, yy = g[x].to_numpy(float), g[y].to_numpy(float)
-                if len(xx) >= 3 and (xx**2).sum() > 0:  # a slope from fewer points says little
-                    k = float((xx * yy).sum() / (xx**2).sum())
-                    ax.plot([0, hi], [0, k * hi], color=_color(tt), lw=0.9, ls=(0, (4, 2)), alpha=0.8, zorder=2)
-                    fits.append(Line2D([], [], color=_color(tt), lw=0.9, ls=(0, (4, 2)), label=f"slope {k:.2f}"))
-            if fits:
-                ax.legend(handles=fits, loc="lower right", title="least squares through 0", title_fontsize=7, fontsize=7)
-    for ax in axes:
-        if log:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-        line = _identity(ax, lo, hi)
-        ax.set_xlabel(xlabel)
-    axes[0].set_ylabel(ylabel)
-    # points sit on or above y = x, so the lower right corner is free for the legends
-    _legend(axes[0], _tasks_in(own), sizes, loc="lower right", extra=[
-        line, Line2D([], [], color="0.4", marker="o", ls="", label="evaluated on its own task"),
-        Line2D([], [], color="0.4", marker="o", ls="", mfc="none", label="evaluated on another task")])  # fmt: skip
-    axes[0].text(0.02, 0.98, "colour: training task", transform=axes[0].transAxes, va="top", fontsize=8, color="0.3")
-    fig.suptitle(title)
-    return _save(fig, path)
+    extra = [
+        Line2D([], [], color="0.4", lw=1.2, label="Op_theory(s, p)"),
+        Line2D([], [], color="0.5", ls="-.", lw=1, label="natural sequence (floor)"),
+    ]
+    legend(axes[0], tasks_in(own), sizes, loc="upper left", extra=extra)
+    legend(
+        axes[1],
+        tasks_in(fin, "eval_task"),
+        sizes,
+        loc="upper left",
+        extra=extra
+        + [Line2D([], [], color="0.4", marker="o", ls="", mfc="none", label="evaluated on another task")],
+    )
+    axes[1].text(
+        0.99,
+        0.02,
+        "colour: evaluation task",
+        transform=axes[1].transAxes,
+        ha="right",
+        fontsize=8,
+        color="0.3",
+    )
+    return save(fig, path)
 
 
 def fig_implied_vs_measured_op(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Op implied by the success rate (Op_theory) against measured Op, own task and cross-objective."""
-    return _cross_panels(df, "op_theory", "op", "implied Op = Op_theory(s, p) (nats)", "measured Op (nats)",
-                         "Implied against measured optimization: models sit on y = x only for their own task", path)  # fmt: skip
+    return cross_panels(
+        df,
+        "op_theory",
+        "op",
+        "implied Op = Op_theory(s, p) (nats)",
+        "measured Op (nats)",
+        "Implied against measured optimization: models sit on y = x only for their own task",
+        path,
+    )
 
 
 def fig_imp_vs_impmin(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Measured Imp against its lower bound Imp_min(s, s'), own task and cross-objective."""
-    return _cross_panels(df, "imp_min", "imp", "Imp_min(s, s') (nats)", "measured Imp (nats)",
-                         "Impact against its lower bound (Imp ≥ Imp_min: every point on or above y = x)", path,
-                         fit=True)  # fmt: skip
+    return cross_panels(
+        df,
+        "imp_min",
+        "imp",
+        "Imp_min(s, s') (nats)",
+        "measured Imp (nats)",
+        "Impact against its lower bound (Imp ≥ Imp_min: every point on or above y = x)",
+        path,
+        fit=True,
+    )
 
 
 def fig_success_fprime(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Success rate in the split-history future F' (s') against size, with s and the chance rate."""
-    _, own, _, _ = _subsets(df)
-    fig, ax = _subplots(figsize=(6.4, 4.4))
-    for task in _tasks_in(own):
-        c = _color(task)
+    _, own, _, _ = subsets(df)
+    fig, ax = subplots(figsize=(6.4, 4.4))
+    for task in tasks_in(own):
+        c = task_color(task)
         d = own[own["train_task"] == task]
-        s1 = _per_size(d, "baseline_success")
-        ax.errorbar(s1["params"], s1["mean"], yerr=s1["se"], color=c, marker="o", capsize=3, label=f"{task}: s' in F'")
-        s0 = _per_size(d, "success")
-        ax.errorbar(s0["params"], s0["mean"], yerr=s0["se"], color=c, marker="o", mfc="none", ls=":", capsize=3,
-                    alpha=0.6, label=f"{task}: s in F")  # fmt: skip
+        s1 = per_size(d, "baseline_success")
+        ax.errorbar(
+            s1["params"], s1["mean"], yerr=s1["se"], color=c, marker="o", capsize=3, label=f"{task}: s' in F'"
+        )
+        s0 = per_size(d, "success")
+        ax.errorbar(
+            s0["params"],
+            s0["mean"],
+            yerr=s0["se"],
+            color=c,
+            marker="o",
+            mfc="none",
+            ls=":",
+            capsize=3,
+            alpha=0.6,
+            label=f"{task}: s in F",
+        )
         ax.axhline(task_p(task), color=c, ls="--", lw=0.8)
-    _size_axis(ax, own)
+    size_axis(ax, own)
     ax.set(ylabel="success rate", title="Success in the split-history future F' against size (mean ± s.e.)")
-    ax.legend(handles=ax.get_legend_handles_labels()[0] + [Line2D([], [], color="0.4", ls="--", lw=0.8,
-              label="chance p")], ncol=2, fontsize=7, loc="lower right")  # fmt: skip
-    return _save(fig, path)
+    ax.legend(
+        handles=ax.get_legend_handles_labels()[0]
+        + [Line2D([], [], color="0.4", ls="--", lw=0.8, label="chance p")],
+        ncol=2,
+        fontsize=7,
+        loc="lower right",
+    )
+    return save(fig, path)
 
 
 def fig_self_evaluation(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Measured against self-evaluated Op and Imp (the model's own world model in place of the rule)."""
-    fin, _, pre, _ = _subsets(df)
-    models = pd.concat([fin.drop_duplicates("model"), pre.drop_duplicates("model").assign(train_task="pretrained")])
-    fig, axes = _subplots(1, 2, figsize=(10, 4.3))
-    sizes = _sizes_in(models)
+    fin, _, pre, _ = subsets(df)
+    models = pd.concat(
+        [fin.drop_duplicates("model"), pre.drop_duplicates("model").assign(train_task="pretrained")]
+    )
+    fig, axes = subplots(1, 2, figsize=(10, 4.3))
+    sizes = sizes_in(models)
     for ax, m, name in ((axes[0], "op", "Op"), (axes[1], "imp", "Imp")):
         for task, g in models.groupby("train_task"):
             for size, gs in g.groupby("size"):
-                ax.scatter(gs[f"self_{m}"], gs[m], color=_color(task) if task != "pretrained" else "0.55",
-                           marker=_marker(size), s=28, alpha=0.85, edgecolor="white", lw=0.4, zorder=3)  # fmt: skip
+                ax.scatter(
+                    gs[f"self_{m}"],
+                    gs[m],
+                    color=task_color(task) if task != "pretrained" else "0.55",
+                    marker=size_marker(size),
+                    s=28,
+                    alpha=0.85,
+                    edgecolor="white",
+                    lw=0.4,
+                    zorder=3,
+                )
         vals = pd.concat([models[m], models[f"self_{m}"]]).dropna()
         lo, hi = (float(vals.min()), float(vals.max())) if len(vals) else (0, 1)
         pad = 0.05 * (hi - lo or 1)
-        line = _identity(ax, min(lo - pad, 0), hi + pad)
-        ax.set(xlabel=f"self-evaluated {name} (nats)", ylabel=f"measured {name} (nats)",
-               title=f"{name}: measured against self-evaluated")  # fmt: skip
-    handles = [Line2D([], [], color=_color(t), marker="o", ls="", label=task_label(t)) for t in _tasks_in(fin)]
+        line = identity_line(ax, min(lo - pad, 0), hi + pad)
+        ax.set(
+            xlabel=f"self-evaluated {name} (nats)",
+            ylabel=f"measured {name} (nats)",
+            title=f"{name}: measured against self-evaluated",
+        )
+    handles = [
+        Line2D([], [], color=task_color(t), marker="o", ls="", label=task_label(t)) for t in tasks_in(fin)
+    ]
     handles += [Line2D([], [], color="0.55", marker="o", ls="", label="pretrained only")]
     if len(sizes) > 1:
-        handles += [Line2D([], [], color="0.35", marker=_marker(s), ls="", label=s) for s in sizes]
+        handles += [Line2D([], [], color="0.35", marker=size_marker(s), ls="", label=s) for s in sizes]
     fig.suptitle("Self-evaluation: above y = x a model underestimates itself, below it overestimates")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.legend(handles=[*handles, line], loc="lower center", ncol=min(len(handles) + 1, 8), frameon=False)
-    return _save(fig, path, tight=False)
+    return save(fig, path, tight=False)
 
 
 def fig_appendix_c(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """The post's appendix C: impact ratio Imp/Imp_min against Imp_min, excess impact against Imp."""
-    _, own, _, _ = _subsets(df)
-    fig, (a, b) = _subplots(1, 2, figsize=(10, 4.2))
+    _, own, _, _ = subsets(df)
+    fig, (a, b) = subplots(1, 2, figsize=(10, 4.2))
     d = own.assign(ratio=own["imp"] / own["imp_min"], excess=own["imp"] - own["imp_min"])
-    _scatter(a, d, "imp_min", "ratio", "train_task")
+    scatter(a, d, "imp_min", "ratio", "train_task")
     a.axhline(1.0, ls="--", color="0.3", lw=1)
-    a.set(xlabel="Imp_min (nats)", ylabel="impact ratio Imp / Imp_min",
-          title="Impact ratio against Imp_min (own task)")  # fmt: skip
-    _scatter(b, d, "imp", "excess", "train_task")
+    a.set(
+        xlabel="Imp_min (nats)",
+        ylabel="impact ratio Imp / Imp_min",
+        title="Impact ratio against Imp_min (own task)",
+    )
+    scatter(b, d, "imp", "excess", "train_task")
     b.axhline(0.0, ls="--", color="0.3", lw=1)
-    b.set(xlabel="Imp (nats)", ylabel="excess impact Imp − Imp_min (nats)", title="Excess impact against Imp (own task)")
-    _legend(a, _tasks_in(own), _sizes_in(own), loc="upper right")
+    b.set(
+        xlabel="Imp (nats)",
+        ylabel="excess impact Imp − Imp_min (nats)",
+        title="Excess impact against Imp (own task)",
+    )
+    legend(a, tasks_in(own), sizes_in(own), loc="upper right")
     fig.suptitle("Appendix C: two more views of impact")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def fig_identification(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Objective identification: confusion matrix of training task against the identified task."""
-    fin, _, _, _ = _subsets(df)
+    fin, _, _, _ = subsets(df)
     models = fin.drop_duplicates("model")
-    tasks = sorted(set(_tasks_in(fin)) | set(_tasks_in(fin, "eval_task")))
-    cm = pd.crosstab(models["train_task"], models["identified_task"]).reindex(index=tasks, columns=tasks, fill_value=0)
-    fig, ax = _subplots(figsize=(4.6, 3.9))
+    tasks = sorted(set(tasks_in(fin)) | set(tasks_in(fin, "eval_task")))
+    cm = pd.crosstab(models["train_task"], models["identified_task"]).reindex(
+        index=tasks, columns=tasks, fill_value=0
+    )
+    fig, ax = subplots(figsize=(4.6, 3.9))
     im = ax.imshow(cm.to_numpy(), cmap="Blues", vmin=0)
     for i in range(len(tasks)):
         for j in range(len(tasks)):
             v = int(cm.iat[i, j])
-            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.to_numpy().max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(v),
+                ha="center",
+                va="center",
+                color="white" if v > cm.to_numpy().max() / 2 else "black",
+            )
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_yticks(range(len(tasks)), tasks)
     ax.grid(False)
     acc = float((models["train_task"] == models["identified_task"]).mean()) if len(models) else float("nan")
-    ax.set(xlabel="identified objective", ylabel="training task",
-           title=f"Objective identification: {acc:.0%} of {len(models)} models")  # fmt: skip
+    ax.set(
+        xlabel="identified objective",
+        ylabel="training task",
+        title=f"Objective identification: {acc:.0%} of {len(models)} models",
+    )
     fig.colorbar(im, ax=ax, shrink=0.8, label="models")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 #: file name -> figure function, in the order the report shows them
@@ -462,7 +424,9 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Path]] = {
 }
 
 
-def draw_all(df: pd.DataFrame, root: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+def draw_all(
+    df: pd.DataFrame, root: str | os.PathLike, out_dir: str | os.PathLike | None = None
+) -> list[Path]:
     """Draw every figure of :data:`FIGURES` for results ``df`` of the sweep in ``root``.
 
     :param df: the results table.

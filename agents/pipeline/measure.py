@@ -37,14 +37,26 @@ def policy_rows(policy: Any, histories: np.ndarray, sweep: SweepConfig) -> pd.Da
     """
     kw = {"histories": histories, "seed": sweep.eval_seed, "n_bootstrap": N_BOOTSTRAP}
     cross = measures.cross_objective(policy, tuple(sweep.tasks), ci=True, **kw)
-    df = pd.DataFrame({
-        "eval_task": list(cross.index), "p": cross["p"], "success": cross["success"],
-        "success_lo": cross["success_lo"], "success_hi": cross["success_hi"],
-        "baseline_success": cross["baseline_success"], "op": cross["op"], "op_lo": cross["op_lo"],
-        "op_hi": cross["op_hi"], "op_theory": cross["op_theory"], "excess_op": cross["excess_op"],
-        "imp": cross["imp"], "imp_lo": cross["imp_lo"], "imp_hi": cross["imp_hi"], "imp_min": cross["imp_min"],
-        "excess_imp": cross["excess_imp"],
-    }).reset_index(drop=True)  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "eval_task": list(cross.index),
+            "p": cross["p"],
+            "success": cross["success"],
+            "success_lo": cross["success_lo"],
+            "success_hi": cross["success_hi"],
+            "baseline_success": cross["baseline_success"],
+            "op": cross["op"],
+            "op_lo": cross["op_lo"],
+            "op_hi": cross["op_hi"],
+            "op_theory": cross["op_theory"],
+            "excess_op": cross["excess_op"],
+            "imp": cross["imp"],
+            "imp_lo": cross["imp_lo"],
+            "imp_hi": cross["imp_hi"],
+            "imp_min": cross["imp_min"],
+            "excess_imp": cross["excess_imp"],
+        }
+    ).reset_index(drop=True)
     if len(sweep.tasks) >= 2:
         ident = measures.identify_objective(policy, tuple(sweep.tasks), **kw)
         df["identified_task"], df["id_confidence"] = ident.task, ident.confidence
@@ -59,7 +71,9 @@ def self_evaluation(policy: Any, histories: np.ndarray, sweep: SweepConfig) -> d
     how wrong that world is on the model's own actions (``self_world_kl``, nats)."""
     # Op and Imp do not depend on the task, so one task serves; no bootstrap (the model's world does not
     # collapse into a few groups, and the intervals are not reported)
-    r = measures.self_evaluate(policy, sweep.tasks[0], histories=histories, seed=sweep.eval_seed, n_bootstrap=0)
+    r = measures.self_evaluate(
+        policy, sweep.tasks[0], histories=histories, seed=sweep.eval_seed, n_bootstrap=0
+    )
     return {"self_op": float(r.op_self), "self_imp": float(r.imp_self), "self_world_kl": float(r.world_kl)}
 
 
@@ -80,10 +94,18 @@ def measure_model(root: str | os.PathLike, checkpoint: str, sweep: SweepConfig) 
     kind = "finetuned" if meta["kind"] == "finetuned" else "pretrained"
     task = meta.get("task", "") if kind == "finetuned" else ""
     head = {
-        "model": model_name(meta["size"], meta["seed"], task), "kind": kind, "size": meta["size"],
-        "params": int(agents.count_parameters(policy.model)), "seed": int(meta["seed"]), "train_task": task,
-    }  # fmt: skip
-    tail = {**self_evaluation(policy, h, sweep), **next_token_quality(policy.model, sweep), "checkpoint": checkpoint}
+        "model": model_name(meta["size"], meta["seed"], task),
+        "kind": kind,
+        "size": meta["size"],
+        "params": int(agents.count_parameters(policy.model)),
+        "seed": int(meta["seed"]),
+        "train_task": task,
+    }
+    tail = {
+        **self_evaluation(policy, h, sweep),
+        **next_token_quality(policy.model, sweep),
+        "checkpoint": checkpoint,
+    }
     return df.assign(**head, **tail)
 
 
@@ -101,7 +123,21 @@ def measure_references(root: str | os.PathLike, sweep: SweepConfig) -> pd.DataFr
     frames = []
     for name, policy in reference_policies(sweep).items():
         df = policy_rows(policy, h, sweep)
-        frames.append(df.assign(model=name, kind="reference", size="", params=0, seed=-1, train_task="",
-                                self_op=np.nan, self_imp=np.nan, self_world_kl=np.nan, nt_loss=np.nan, acc_even=np.nan,
-                                acc_odd=np.nan, checkpoint=""))  # fmt: skip
+        frames.append(
+            df.assign(
+                model=name,
+                kind="reference",
+                size="",
+                params=0,
+                seed=-1,
+                train_task="",
+                self_op=np.nan,
+                self_imp=np.nan,
+                self_world_kl=np.nan,
+                nt_loss=np.nan,
+                acc_even=np.nan,
+                acc_odd=np.nan,
+                checkpoint="",
+            )
+        )
     return pd.concat(frames, ignore_index=True)

@@ -55,7 +55,9 @@ def merge_sweeps(
     for r, c in zip(roots, configs):
         for seed in c.seeds:
             if seed in seen:
-                raise ValueError(f"seed {seed} is in both {seen[seed]} and {r}; merged sweeps must not share seeds")
+                raise ValueError(
+                    f"seed {seed} is in both {seen[seed]} and {r}; merged sweeps must not share seeds"
+                )
             seen[seed] = r
     for r, c in zip(roots, configs):
         left = [u.name for u in units_to_run(r, plan(c)) if u.kind != "report"]
@@ -86,10 +88,14 @@ def merge_sweeps(
                 if u.kind in ("pretrain", "finetune"):
                     files += [history_path(Path(u.output))]
                 for f in files:
-                    if (r / f).is_file():  # copy2 keeps the modification time, which says the unit is finished
+                    if (
+                        r / f
+                    ).is_file():  # copy2 keeps the modification time, which says the unit is finished
                         atomic_write(root / f, lambda tmp, src=r / f: shutil.copy2(src, tmp))
                 if u.kind in ("pretrain", "finetune") and tensorboard_dir(r, u.model).is_dir():
-                    shutil.copytree(tensorboard_dir(r, u.model), tensorboard_dir(root, u.model), dirs_exist_ok=True)
+                    shutil.copytree(
+                        tensorboard_dir(r, u.model), tensorboard_dir(root, u.model), dirs_exist_ok=True
+                    )
             if (r / RUNS_FILE).is_file():
                 runs.append(pd.read_csv(r / RUNS_FILE).assign(source=str(r)))
         if runs:

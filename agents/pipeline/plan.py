@@ -61,13 +61,31 @@ def plan(sweep: SweepConfig) -> list[Unit]:
             pre = Unit(f"pretrain:{rid}", "pretrain", checkpoint_path(size, seed), (), size, seed)
             units.append(pre)
             name = model_name(size, seed)
-            measures_.append(Unit(f"measure:{name}", "measure", measure_path(name), (pre.name, "histories"), size, seed))
+            measures_.append(
+                Unit(f"measure:{name}", "measure", measure_path(name), (pre.name, "histories"), size, seed)
+            )
             for task in sweep.tasks:
-                ft = Unit(f"finetune:{rid}-{task}", "finetune", checkpoint_path(size, seed, task), (pre.name,), size, seed, task)
+                ft = Unit(
+                    f"finetune:{rid}-{task}",
+                    "finetune",
+                    checkpoint_path(size, seed, task),
+                    (pre.name,),
+                    size,
+                    seed,
+                    task,
+                )
                 units.append(ft)
                 name = model_name(size, seed, task)
                 measures_.append(
-                    Unit(f"measure:{name}", "measure", measure_path(name), (ft.name, "histories"), size, seed, task)
+                    Unit(
+                        f"measure:{name}",
+                        "measure",
+                        measure_path(name),
+                        (ft.name, "histories"),
+                        size,
+                        seed,
+                        task,
+                    )
                 )
     measures_.insert(0, Unit("measure:reference", "reference", measure_path("reference"), ("histories",)))
     units += measures_

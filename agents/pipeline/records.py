@@ -20,15 +20,47 @@ from agents.pipeline.plan import Unit
 
 #: columns of ``results.csv``, in order (one row per model and evaluation task)
 RESULT_COLUMNS: tuple[str, ...] = (
-    "model", "kind", "size", "params", "seed", "train_task", "train_steps", "eval_task", "p",
-    "success", "success_lo", "success_hi", "baseline_success",
-    "op", "op_lo", "op_hi", "op_theory", "excess_op",
-    "imp", "imp_lo", "imp_hi", "imp_min",
-    "self_op", "self_imp", "identified_task",
-    "nt_loss", "acc_even", "acc_odd", "n_histories", "checkpoint",
-)  # fmt: skip
+    "model",
+    "kind",
+    "size",
+    "params",
+    "seed",
+    "train_task",
+    "train_steps",
+    "eval_task",
+    "p",
+    "success",
+    "success_lo",
+    "success_hi",
+    "baseline_success",
+    "op",
+    "op_lo",
+    "op_hi",
+    "op_theory",
+    "excess_op",
+    "imp",
+    "imp_lo",
+    "imp_hi",
+    "imp_min",
+    "self_op",
+    "self_imp",
+    "identified_task",
+    "nt_loss",
+    "acc_even",
+    "acc_odd",
+    "n_histories",
+    "checkpoint",
+)
 #: the text columns of the results table (empty, not NaN, where a value does not apply)
-TEXT_COLUMNS: tuple[str, ...] = ("model", "kind", "size", "train_task", "eval_task", "identified_task", "checkpoint")
+TEXT_COLUMNS: tuple[str, ...] = (
+    "model",
+    "kind",
+    "size",
+    "train_task",
+    "eval_task",
+    "identified_task",
+    "checkpoint",
+)
 
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
@@ -69,20 +101,32 @@ def git_commit() -> str:
         return ""
     try:
         rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=10, check=False,
-        ).stdout.strip()  # fmt: skip
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return ""
 
 
 def code_version() -> str:
-    """The code's identity for provenance: the git commit in a checkout, else ``splitseq <version>``."""
-    return git_commit() or (f"splitseq {package_version()}" if package_version() else "")
+    """The code's identity for a report: ``commit `<sha>` `` in a checkout, else ``splitseq <version>``."""
+    commit = git_commit()
+    if commit:
+        return f"commit `{commit}`"
+    return f"splitseq {package_version()}" if package_version() else "code of unknown version"
 
 
 # ------------------------------------------------------------------------------------------------- timings
@@ -96,7 +140,11 @@ def write_timings(root: Path, units: list[Unit]) -> pd.DataFrame:
     rows = []
     for u in units:
         p = timing_path(root, u.name)
-        rec = json.loads(p.read_text()) if p.exists() else {"unit": u.name, "kind": u.kind, "wall_s": float("nan")}
+        rec = (
+            json.loads(p.read_text())
+            if p.exists()
+            else {"unit": u.name, "kind": u.kind, "wall_s": float("nan")}
+        )
         rows.append(rec)
     df = pd.DataFrame(rows)
     save_csv(df, root / TIMINGS_FILE)
@@ -107,8 +155,13 @@ def log_run(root: Path, row: dict[str, Any]) -> None:
     """Append one invocation's record to ``DIR/runs.csv`` (with the time it finished and the machine)."""
     path = root / RUNS_FILE
     row = dict(row)
-    first = {"started": row.pop("started"), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-             "commit": row.pop("commit"), "host": platform.node(), "cpus": os.cpu_count()}  # fmt: skip
+    first = {
+        "started": row.pop("started"),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": row.pop("commit"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+    }
     new = pd.DataFrame([{**first, **row}])
     old = pd.read_csv(path) if path.exists() else None
     save_csv(pd.concat([old, new], ignore_index=True) if old is not None else new, path)

@@ -68,20 +68,32 @@ def headline_identification(df: pd.DataFrame) -> dict[str, Any]:
     (rows: training task, columns: identified task)."""
     models = _finetuned(df).drop_duplicates("model")
     tasks = sorted(set(models["train_task"]) | set(_finetuned(df)["eval_task"]))
-    cm = pd.crosstab(models["train_task"], models["identified_task"]).reindex(index=tasks, columns=tasks, fill_value=0)
+    cm = pd.crosstab(models["train_task"], models["identified_task"]).reindex(
+        index=tasks, columns=tasks, fill_value=0
+    )
     n = len(models)
     correct = int((models["train_task"] == models["identified_task"]).sum())
-    return {"accuracy": correct / n if n else float("nan"), "correct": correct, "n": n,
-            "chance": 1 / len(tasks) if tasks else float("nan"), "confusion": cm}  # fmt: skip
+    return {
+        "accuracy": correct / n if n else float("nan"),
+        "correct": correct,
+        "n": n,
+        "chance": 1 / len(tasks) if tasks else float("nan"),
+        "confusion": cm,
+    }
 
 
 def headline_op_correlation(df: pd.DataFrame) -> dict[str, float]:
     """Pearson correlation (with its 95% interval) of implied Op (Op_theory from the success rate) and
     measured Op for the finetuned models on their own task, and the mean excess Op."""
     own = _own(df)
-    out = {"n": len(own), "r": float("nan"), "r_lo": float("nan"), "r_hi": float("nan"),
-           "mean_excess": float((own["op"] - own["op_theory"]).mean()) if len(own) else float("nan"),
-           "mean_abs_excess": float((own["op"] - own["op_theory"]).abs().mean()) if len(own) else float("nan")}  # fmt: skip
+    out = {
+        "n": len(own),
+        "r": float("nan"),
+        "r_lo": float("nan"),
+        "r_hi": float("nan"),
+        "mean_excess": float((own["op"] - own["op_theory"]).mean()) if len(own) else float("nan"),
+        "mean_abs_excess": float((own["op"] - own["op_theory"]).abs().mean()) if len(own) else float("nan"),
+    }
     if len(own) >= 3 and own["op"].std() > 0 and own["op_theory"].std() > 0:
         res = stats.pearsonr(own["op_theory"], own["op"])
         ci = res.confidence_interval(0.95)
@@ -89,7 +101,9 @@ def headline_op_correlation(df: pd.DataFrame) -> dict[str, float]:
     # the cross-objective contrast: the same correlation on other tasks' rows
     fin = _finetuned(df)
     other = fin[fin["train_task"] != fin["eval_task"]]
-    out["mean_excess_other"] = float((other["op"] - other["op_theory"]).mean()) if len(other) else float("nan")
+    out["mean_excess_other"] = (
+        float((other["op"] - other["op_theory"]).mean()) if len(other) else float("nan")
+    )
     return out
 
 
@@ -98,9 +112,14 @@ def headline_imp_bound(df: pd.DataFrame, tol: float = IMP_TOL) -> dict[str, Any]
     ok = df["imp"] >= df["imp_min"] - tol
     models_ok = ok.groupby(df["model"]).all()
     gap = df["imp"] - df["imp_min"]
-    return {"rows_ok": int(ok.sum()), "rows": len(df), "models_ok": int(models_ok.sum()), "models": len(models_ok),
-            "min_gap": float(gap.min()) if len(df) else float("nan"),
-            "violations": sorted(models_ok.index[~models_ok.to_numpy()])}  # fmt: skip
+    return {
+        "rows_ok": int(ok.sum()),
+        "rows": len(df),
+        "models_ok": int(models_ok.sum()),
+        "models": len(models_ok),
+        "min_gap": float(gap.min()) if len(df) else float("nan"),
+        "violations": sorted(models_ok.index[~models_ok.to_numpy()]),
+    }
 
 
 def headline_success_fraction(df: pd.DataFrame) -> pd.DataFrame:
@@ -128,8 +147,12 @@ def headline_natural_floor(df: pd.DataFrame) -> dict[str, Any]:
     floor = float(nat.iloc[0]) if len(nat) else float("nan")
     trained = df[df["kind"].isin(["finetuned", "pretrained"])].drop_duplicates("model")
     fin = trained[trained["kind"] == "finetuned"]
-    return {"natural_op": floor, "finetuned_above": int((fin["op"] >= floor).sum()), "finetuned": len(fin),
-            "pretrained_op_mean": float(trained[trained["kind"] == "pretrained"]["op"].mean())}  # fmt: skip
+    return {
+        "natural_op": floor,
+        "finetuned_above": int((fin["op"] >= floor).sum()),
+        "finetuned": len(fin),
+        "pretrained_op_mean": float(trained[trained["kind"] == "pretrained"]["op"].mean()),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -172,10 +195,14 @@ def size_summary(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for size in sizes:
         p = pre[pre["size"] == size]
-        row = {"size": size, "params": f"{int(p['params'].iloc[0]):,}", "seeds": len(p),
-               "held-out loss": _pm(p["nt_loss"].mean(), p["nt_loss"].sem()),
-               "acc even": _pm(p["acc_even"].mean(), p["acc_even"].sem()),
-               "acc odd": _pm(p["acc_odd"].mean(), p["acc_odd"].sem())}  # fmt: skip
+        row = {
+            "size": size,
+            "params": f"{int(p['params'].iloc[0]):,}",
+            "seeds": len(p),
+            "held-out loss": _pm(p["nt_loss"].mean(), p["nt_loss"].sem()),
+            "acc even": _pm(p["acc_even"].mean(), p["acc_even"].sem()),
+            "acc odd": _pm(p["acc_odd"].mean(), p["acc_odd"].sem()),
+        }
         for task in sorted(own["train_task"].unique()):
             o = own[(own["size"] == size) & (own["train_task"] == task)]
             row[f"{task} success"] = _pm(o["success"].mean(), o["success"].sem())
@@ -206,9 +233,15 @@ def _timing_text(root: Path) -> str:
         return ""
     per_kind = done.groupby("kind")["wall_s"].agg(["count", "sum", "mean"])
     parts = ", ".join(f"{k}: {int(r['count'])} × {r['mean']:.0f} s" for k, r in per_kind.iterrows())
-    span = (done["finished"].max() - done["started"].min()) if {"started", "finished"} <= set(done) else float("nan")
-    return (f"Unit compute time {done['wall_s'].sum() / 60:.1f} min ({parts}); first unit start to last unit end "
-            f"{span / 60:.1f} min (see `timings.csv`; `runs.csv` logs each invocation's wall time).")  # fmt: skip
+    span = (
+        (done["finished"].max() - done["started"].min())
+        if {"started", "finished"} <= set(done)
+        else float("nan")
+    )
+    return (
+        f"Unit compute time {done['wall_s'].sum() / 60:.1f} min ({parts}); first unit start to last unit end "
+        f"{span / 60:.1f} min (see `timings.csv`; `runs.csv` logs each invocation's wall time)."
+    )
 
 
 CAPTIONS = {
@@ -229,23 +262,35 @@ CAPTIONS = {
 def headline_table(ident: dict, corr: dict, bound: dict, floor: dict) -> str:
     """The headline numbers beside what the post found, as a markdown table."""
     rows = [
-        ("objective identification (finetuned models)",
-         f"**{ident['accuracy']:.0%}** ({ident['correct']}/{ident['n']}; chance {ident['chance']:.0%})",
-         "separates the objectives by implied vs measured Op"),
-        ("own-task Op vs Op_theory(s, p)",
-         (f"**r = {corr['r']:.3f}**"
-          + (f" [95% CI {corr['r_lo']:.3f}, {corr['r_hi']:.3f}]" if corr["n"] >= 4 else "")
-          + f", n = {corr['n']}; mean excess Op {corr['mean_excess']:+.3f} nats (on other tasks: "
-          f"{corr['mean_excess_other']:+.3f})"),
-         '"predicted very well"; some models fall below the line'),
-        ("Imp ≥ Imp_min",
-         (f"**{bound['models_ok']}/{bound['models']} models**, {bound['rows_ok']}/{bound['rows']} rows (smallest "
-          f"Imp − Imp_min {bound['min_gap']:.2e} nats)"),
-         "always (a theorem)"),
-        ("the sequence's self-optimization (natural policy's Op)",
-         f"**{floor['natural_op']:.3f} nats**; {floor['finetuned_above']}/{floor['finetuned']} finetuned models at or above",
-         "every model at or above"),
-    ]  # fmt: skip
+        (
+            "objective identification (finetuned models)",
+            f"**{ident['accuracy']:.0%}** ({ident['correct']}/{ident['n']}; chance {ident['chance']:.0%})",
+            "separates the objectives by implied vs measured Op",
+        ),
+        (
+            "own-task Op vs Op_theory(s, p)",
+            (
+                f"**r = {corr['r']:.3f}**"
+                + (f" [95% CI {corr['r_lo']:.3f}, {corr['r_hi']:.3f}]" if corr["n"] >= 4 else "")
+                + f", n = {corr['n']}; mean excess Op {corr['mean_excess']:+.3f} nats (on other tasks: "
+                f"{corr['mean_excess_other']:+.3f})"
+            ),
+            '"predicted very well"; some models fall below the line',
+        ),
+        (
+            "Imp ≥ Imp_min",
+            (
+                f"**{bound['models_ok']}/{bound['models']} models**, {bound['rows_ok']}/{bound['rows']} rows (smallest "
+                f"Imp − Imp_min {bound['min_gap']:.2e} nats)"
+            ),
+            "always (a theorem)",
+        ),
+        (
+            "the sequence's self-optimization (natural policy's Op)",
+            f"**{floor['natural_op']:.3f} nats**; {floor['finetuned_above']}/{floor['finetuned']} finetuned models at or above",
+            "every model at or above",
+        ),
+    ]
     return _table(pd.DataFrame(rows, columns=["finding", "this run", "the post"]))
 
 
@@ -262,10 +307,11 @@ def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]
         "",
         f"Sizes {', '.join(sweep.sizes)} × seeds {', '.join(map(str, sweep.seeds))} × tasks {', '.join(sweep.tasks)}; "
         f"pretraining steps: {steps}; finetuning ({sweep.method}) steps: {ft_steps}"
-        + (f" (the preset's budgets scaled by {sweep.steps_scale:g})" if sweep.steps_scale != 1 else "") + ". "
+        + (f" (the preset's budgets scaled by {sweep.steps_scale:g})" if sweep.steps_scale != 1 else "")
+        + ". "
         f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
         f"histories (seed {sweep.eval_seed}). Written {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` "
-        f"({os.cpu_count()} CPUs), commit `{code_version() or 'unknown'}`, {sweep.threads} torch thread(s) per unit.",
+        f"({os.cpu_count()} CPUs), {code_version()}, {sweep.threads} torch thread(s) per unit.",
         "",
         _timing_text(root),
         "",
@@ -277,7 +323,12 @@ def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]
         "",
         "Rows: the task a model was finetuned on; columns: the task whose implied Op best matches its measured Op.",
         "",
-        _table(ident["confusion"].rename_axis(None, axis=1).reset_index().rename(columns={"train_task": "trained on"})),
+        _table(
+            ident["confusion"]
+            .rename_axis(None, axis=1)
+            .reset_index()
+            .rename(columns={"train_task": "trained on"})
+        ),
         "",
         "### Success as a fraction of the way from the uniform policy to the oracle",
         "",
@@ -291,14 +342,16 @@ def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]
         "",
         "### Reference policies",
         "",
-        ("Op and Imp do not depend on the task; success does. The oracle of a task picks the token with the "
-         "highest exact success probability: the ceiling of every agent."),
+        (
+            "Op and Imp do not depend on the task; success does. The oracle of a task picks the token with the "
+            "highest exact success probability: the ceiling of every agent."
+        ),
         "",
         _table(reference_table(df)),
         "",
         "## Figures",
         "",
-    ]  # fmt: skip
+    ]
     for p in figures:
         lines += [f"### {CAPTIONS.get(p.name, p.stem)}", "", f"![{p.stem}](figures/{p.name})", ""]
     lines += ["All numbers: `results.csv` (one row per model and evaluation task).", ""]

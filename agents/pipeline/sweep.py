@@ -23,7 +23,7 @@ from agents.pipeline.backends import BACKENDS, make_backend
 from agents.pipeline.config import SweepConfig
 from agents.pipeline.layout import LOCK_FILE, REPORT_FILE, SWEEP_FILE
 from agents.pipeline.plan import Unit, plan, units_to_run
-from agents.pipeline.records import code_version, log_run, package_version, write_timings
+from agents.pipeline.records import git_commit, log_run, package_version, write_timings
 from agents.pipeline.units import execute
 from seqenv.validation import check_choice, check_positive_int
 
@@ -121,8 +121,9 @@ class _Log:
         )
 
 
-def _run_units(work: list[Unit], todo: list[Unit], be: Any, root: Path, sweep_d: dict, summary: SweepSummary,
-               log: _Log) -> set[str]:  # fmt: skip
+def _run_units(
+    work: list[Unit], todo: list[Unit], be: Any, root: Path, sweep_d: dict, summary: SweepSummary, log: _Log
+) -> set[str]:
     """Run ``work`` on backend ``be`` in dependency order; returns the units left waiting on a failure."""
     waiting = {u.name: u for u in work}
     running: dict[Any, Unit] = {}
@@ -177,7 +178,7 @@ def run_sweep(
     root.mkdir(parents=True, exist_ok=True)
     lock = SweepLock(root)
     t_start = time.perf_counter()
-    started_at, commit = time.strftime("%Y-%m-%d %H:%M:%S"), code_version()  # the code this invocation runs
+    started_at, commit = time.strftime("%Y-%m-%d %H:%M:%S"), git_commit()  # the code this invocation runs
     try:
         check_sweep_file(root, sweep)
         remove_temporaries(root)
@@ -186,7 +187,9 @@ def run_sweep(
         summary = SweepSummary(root, skipped=[u.name for u in units if u not in todo])
         sweep_d = sweep.to_dict()
         log = _Log(progress, len(todo), t_start)
-        log.say(f"reproduce: {len(units)} units in {root}: {len(todo)} to run, {len(units) - len(todo)} finished already")
+        log.say(
+            f"reproduce: {len(units)} units in {root}: {len(todo)} to run, {len(units) - len(todo)} finished already"
+        )
         if not todo:
             log.bar.close()
             summary.wall_s = time.perf_counter() - t_start
@@ -215,17 +218,29 @@ def run_sweep(
         log.bar.close()
         write_timings(root, units)
         summary.wall_s = time.perf_counter() - t_start
-        log_run(root, {
-            "started": started_at, "commit": commit, "workers": workers, "backend": backend,
-            "units_run": len(summary.ran), "units_failed": len(summary.failed), "wall_s": round(summary.wall_s, 2),
-            "version": package_version(),
-        })  # fmt: skip
-        log.say(f"reproduce: {len(summary.ran)} units in {summary.wall_s / 60:.1f} min -> {root / REPORT_FILE}")
+        log_run(
+            root,
+            {
+                "started": started_at,
+                "commit": commit,
+                "workers": workers,
+                "backend": backend,
+                "units_run": len(summary.ran),
+                "units_failed": len(summary.failed),
+                "wall_s": round(summary.wall_s, 2),
+                "version": package_version(),
+            },
+        )
+        log.say(
+            f"reproduce: {len(summary.ran)} units in {summary.wall_s / 60:.1f} min -> {root / REPORT_FILE}"
+        )
         if summary.failed:
             details = "\n\n".join(f"--- {k}\n{v}" for k, v in summary.failed.items())
             n_blocked = len(blocked) + len(report)
             waiting_txt = f"; {n_blocked} units not run because they depend on them" if n_blocked else ""
-            raise SweepError(f"{len(summary.failed)} units failed{waiting_txt}. Rerun to retry them.\n{details}")
+            raise SweepError(
+                f"{len(summary.failed)} units failed{waiting_txt}. Rerun to retry them.\n{details}"
+            )
         return summary
     finally:
         lock.release()

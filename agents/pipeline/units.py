@@ -124,9 +124,17 @@ def execute(root: str, unit: Unit, sweep: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
     record = {
-        "unit": unit.name, "kind": unit.kind, "size": unit.size, "seed": unit.seed if unit.seed >= 0 else None,
-        "task": unit.task, "wall_s": wall, "started": started, "finished": time.time(), "threads": cfg.threads,
-        "host": platform.node(), "pid": os.getpid(),
-    }  # fmt: skip
+        "unit": unit.name,
+        "kind": unit.kind,
+        "size": unit.size,
+        "seed": unit.seed if unit.seed >= 0 else None,
+        "task": unit.task,
+        "wall_s": wall,
+        "started": started,
+        "finished": time.time(),
+        "threads": cfg.threads,
+        "host": platform.node(),
+        "pid": os.getpid(),
+    }
     write_timing(path, unit, record)
     return record

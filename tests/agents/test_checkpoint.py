@@ -175,8 +175,14 @@ def test_vector_env_state_survives_a_checkpoint_exactly(model, tmp_path):
 
 def _old_format(path, model, train_state):
     """A checkpoint as splitseq wrote them before train states were plain data (live objects pickled)."""
-    payload = {"format": FORMAT, "kind": "finetuned", "config": model.cfg.to_dict(), "model": model.state_dict(),
-               "meta": {"size": "tiny"}, "train_state": train_state}  # fmt: skip
+    payload = {
+        "format": FORMAT,
+        "kind": "finetuned",
+        "config": model.cfg.to_dict(),
+        "model": model.state_dict(),
+        "meta": {"size": "tiny"},
+        "train_state": train_state,
+    }
     torch.save(payload, path)
     return path
 

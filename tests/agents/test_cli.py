@@ -20,10 +20,50 @@ def trained(tmp_path_factory):
     """``splitseq pretrain`` then ``splitseq finetune`` with small step counts."""
     root = tmp_path_factory.mktemp("cli")
     pre, fin = root / "tiny.pt", root / "tiny-ngood4.pt"
-    assert main(["pretrain", "--size", "tiny", "--seed", "2", "--out", str(pre), "--steps", "30",
-                 "--batch-size", "64", "--threads", "1", "--quiet", "--json"]) == 0  # fmt: skip
-    assert main(["finetune", str(pre), "--task", "ngood4", "--out", str(fin), "--steps", "6", "--batch-size", "64",
-                 "--method", "reinforce", "--quiet", "--log-dir", str(root / "tb")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "pretrain",
+                "--size",
+                "tiny",
+                "--seed",
+                "2",
+                "--out",
+                str(pre),
+                "--steps",
+                "30",
+                "--batch-size",
+                "64",
+                "--threads",
+                "1",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "finetune",
+                str(pre),
+                "--task",
+                "ngood4",
+                "--out",
+                str(fin),
+                "--steps",
+                "6",
+                "--batch-size",
+                "64",
+                "--method",
+                "reinforce",
+                "--quiet",
+                "--log-dir",
+                str(root / "tb"),
+            ]
+        )
+        == 0
+    )
     return pre, fin
 
 
@@ -37,8 +77,28 @@ def test_pretrain_and_finetune_write_what_they_say(trained, capsys):
     assert list((fin.parent / "tb").iterdir())  # TensorBoard events
     # rerunning a finished command is a no-op that prints the same summary
     capsys.readouterr()
-    assert main(["pretrain", "--size", "tiny", "--seed", "2", "--out", str(pre), "--steps", "30", "--batch-size",
-                 "64", "--threads", "1", "--quiet", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "pretrain",
+                "--size",
+                "tiny",
+                "--seed",
+                "2",
+                "--out",
+                str(pre),
+                "--steps",
+                "30",
+                "--batch-size",
+                "64",
+                "--threads",
+                "1",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["steps"] == 30
 
 

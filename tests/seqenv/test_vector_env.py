@@ -22,13 +22,7 @@ from seqenv.sequence import (
     validate_histories,
 )
 from seqenv.tasks import good_mask
-
-Z = 5.0  # tolerance of rate checks, in binomial standard errors
-P_ALPHA = 1e-6
-
-
-def within(rate: float, p: float, n: int) -> bool:
-    return abs(rate - p) <= Z * math.sqrt(p * (1 - p) / n)
+from tests.conftest import P_ALPHA, Z, within
 
 
 def make(num_envs: int, **kwargs) -> SplitSeqVectorEnv:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import warnings
@@ -30,13 +29,7 @@ from seqenv.sequence import (
     validate_histories,
 )
 from seqenv.tasks import TASKS, good_mask
-
-Z = 5.0  # tolerance of rate checks, in binomial standard errors
-P_ALPHA = 1e-6
-
-
-def within(rate: float, p: float, n: int) -> bool:
-    return abs(rate - p) <= Z * math.sqrt(p * (1 - p) / n)
+from tests.conftest import P_ALPHA, within
 
 
 def play(env: gym.Env, steps: int, seed: int, policy=None):

@@ -47,7 +47,8 @@ torch.set_num_threads(1)
 def reproduce_main(argv: list[str]) -> int:
     return splitseq_main(["reproduce", *argv])
 
-REPO = Path(__file__).resolve().parent.parent
+
+REPO = Path(__file__).resolve().parents[2]
 #: the reduced budget: every trainer step count times this (tiny: a few dozen steps)
 SCALE = 0.02
 N_HIST = 512
@@ -73,7 +74,11 @@ def results(sweep_dir) -> pd.DataFrame:
 
 
 def _snapshot(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(root)): p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 # ------------------------------------------------------------------------------------------------ schema
@@ -119,20 +124,28 @@ def test_models_carry_checkpoints_and_references_do_not(sweep_dir, results):
     refs = results[results["kind"] == "reference"]
     assert (refs["checkpoint"] == "").all() and refs["seed"].isna().all() and refs["self_op"].isna().all()
     trained = results[results["kind"] != "reference"]
-    assert (trained["params"] == 17980).all() and (trained["seed"] == 0).all() and (trained["size"] == "tiny").all()
+    assert (
+        (trained["params"] == 17980).all()
+        and (trained["seed"] == 0).all()
+        and (trained["size"] == "tiny").all()
+    )
     for ckpt, g in trained.groupby("checkpoint"):
         assert not Path(ckpt).is_absolute()
         policy = agents.load(sweep_dir / ckpt)
         assert policy.meta["size"] == "tiny"
         train_task = g["train_task"].iloc[0]
-        assert policy.meta.get("task", "") == train_task if train_task else policy.meta["kind"] == "pretrained"
+        assert (
+            policy.meta.get("task", "") == train_task if train_task else policy.meta["kind"] == "pretrained"
+        )
         # the steps actually run, as the sweep's (scaled) configs asked
         cfg = quick_config()
         run = finetune_config(cfg, "tiny", 0, train_task) if train_task else pretrain_config(cfg, "tiny", 0)
         want = run.steps
         assert (g["train_steps"] == want).all(), ckpt
     assert refs["train_steps"].isna().all()
-    assert np.isfinite(trained[["self_op", "self_imp", "nt_loss", "acc_even", "acc_odd"]].to_numpy(float)).all()
+    assert np.isfinite(
+        trained[["self_op", "self_imp", "nt_loss", "acc_even", "acc_odd"]].to_numpy(float)
+    ).all()
 
 
 def test_every_model_is_measured_on_the_same_seeded_histories(sweep_dir, results):
@@ -149,11 +162,17 @@ def test_measures_reproduces_every_row_from_the_saved_checkpoints(sweep_dir, res
     for model, g in results.groupby("model"):
         ckpt = g["checkpoint"].iloc[0]
         policy = agents.load(sweep_dir / ckpt) if ckpt else refs[model]
-        again = measures.cross_objective(policy, cfg.tasks, histories=h, seed=cfg.eval_seed, ci=True, n_bootstrap=N_BOOTSTRAP)
+        again = measures.cross_objective(
+            policy, cfg.tasks, histories=h, seed=cfg.eval_seed, ci=True, n_bootstrap=N_BOOTSTRAP
+        )
         mine = g.set_index("eval_task").loc[list(again.index)]
         for col in ("success", "baseline_success", "op", "op_theory", "imp", "imp_min", "op_lo", "op_hi"):
-            np.testing.assert_array_equal(mine[col].to_numpy(float), again[col].to_numpy(float), err_msg=f"{model} {col}")
-        ident = measures.identify_objective(policy, cfg.tasks, histories=h, seed=cfg.eval_seed, n_bootstrap=N_BOOTSTRAP)
+            np.testing.assert_array_equal(
+                mine[col].to_numpy(float), again[col].to_numpy(float), err_msg=f"{model} {col}"
+            )
+        ident = measures.identify_objective(
+            policy, cfg.tasks, histories=h, seed=cfg.eval_seed, n_bootstrap=N_BOOTSTRAP
+        )
         assert (mine["identified_task"] == ident.task).all()
         if ckpt:
             se = measures.self_evaluate(policy, cfg.tasks[0], histories=h, seed=cfg.eval_seed, n_bootstrap=0)
@@ -191,8 +210,12 @@ def test_report_embeds_every_figure_and_the_headline_numbers(sweep_dir, results)
     # the fraction of the way from uniform to oracle, recomputed by hand for one task
     row = results[(results["model"] == "tiny-s0-ngood4") & (results["eval_task"] == "ngood4")].iloc[0]
     lo = results[(results["model"] == "uniform") & (results["eval_task"] == "ngood4")]["success"].iloc[0]
-    hi = results[(results["model"] == "oracle-ngood4") & (results["eval_task"] == "ngood4")]["success"].iloc[0]
-    assert frac.set_index("train_task").loc["ngood4", "mean"] == pytest.approx((row["success"] - lo) / (hi - lo))
+    hi = results[(results["model"] == "oracle-ngood4") & (results["eval_task"] == "ngood4")]["success"].iloc[
+        0
+    ]
+    assert frac.set_index("train_task").loc["ngood4", "mean"] == pytest.approx(
+        (row["success"] - lo) / (hi - lo)
+    )
 
 
 def test_timings_record_every_unit(sweep_dir):
@@ -221,9 +244,15 @@ def test_a_newer_input_makes_its_dependants_stale(sweep_dir, tmp_path):
     os.utime(pre, ns=(later, later))
     stale = {u.name for u in units_to_run(root, units)}
     assert stale == {
-        "finetune:tiny-s0-ngood2", "finetune:tiny-s0-ngood4", "finetune:tiny-s0-ngood6", "measure:tiny-s0-pretrained",
-        "measure:tiny-s0-ngood2", "measure:tiny-s0-ngood4", "measure:tiny-s0-ngood6", "report",
-    }  # fmt: skip
+        "finetune:tiny-s0-ngood2",
+        "finetune:tiny-s0-ngood4",
+        "finetune:tiny-s0-ngood6",
+        "measure:tiny-s0-pretrained",
+        "measure:tiny-s0-ngood2",
+        "measure:tiny-s0-ngood4",
+        "measure:tiny-s0-ngood6",
+        "report",
+    }
     (root / "measures/reference.csv").unlink()
     assert {u.name for u in units_to_run(root, units)} == stale | {"measure:reference"}
 
@@ -231,8 +260,12 @@ def test_a_newer_input_makes_its_dependants_stale(sweep_dir, tmp_path):
 def test_sweeps_of_other_seeds_merge_into_one_finished_sweep(sweep_dir, tmp_path):
     # seed 1 run apart (as on another machine), then merged with the seed-0 sweep through the CLI
     other = tmp_path / "seed1"
-    run_sweep(other, SweepConfig.from_preset("quick", steps_scale=SCALE, n_histories=N_HIST, seeds=(1,)),
-              workers=1, progress=False)  # fmt: skip
+    run_sweep(
+        other,
+        SweepConfig.from_preset("quick", steps_scale=SCALE, n_histories=N_HIST, seeds=(1,)),
+        workers=1,
+        progress=False,
+    )
     out = tmp_path / "merged"
     assert reproduce_main(["--merge", str(sweep_dir), str(other), "--out", str(out), "--no-progress"]) == 0
     merged_cfg = SweepConfig.from_dict(json.loads((out / "sweep.json").read_text()))
@@ -245,7 +278,9 @@ def test_sweeps_of_other_seeds_merge_into_one_finished_sweep(sweep_dir, tmp_path
     for src, seed in ((sweep_dir, 0), (other, 1)):
         mine = report.read_csv(src / "results.csv")
         rows = merged[merged["seed"] == seed].reset_index(drop=True)
-        pd.testing.assert_frame_equal(rows, mine[mine["seed"] == seed].reset_index(drop=True), check_exact=True)
+        pd.testing.assert_frame_equal(
+            rows, mine[mine["seed"] == seed].reset_index(drop=True), check_exact=True
+        )
         pd.testing.assert_frame_equal(refs(merged), refs(mine), check_exact=True)
         for ckpt in mine["checkpoint"][mine["checkpoint"] != ""]:
             assert (out / ckpt).read_bytes() == (src / ckpt).read_bytes()
@@ -280,8 +315,21 @@ def test_merging_refuses_sweeps_that_do_not_fit_together(sweep_dir, tmp_path, ca
 
 def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_results(sweep_dir, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "agents", "reproduce", *ARGS, "--out", str(out), "--workers", "2", "--no-progress"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, from any directory
+    cmd = [
+        sys.executable,
+        "-m",
+        "agents",
+        "reproduce",
+        *ARGS,
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+    env = {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH"
+    }  # the installed package, from any directory
     runs = pd.read_csv(sweep_dir / "timings.csv")
     busy = float(runs["wall_s"].sum())  # the uninterrupted sweep's work, in seconds
     delay = random.uniform(1.0, 2.0 + 0.6 * busy)
@@ -292,7 +340,12 @@ def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_results(sweep_dir
     time.sleep(0.6)  # pool workers notice their parent is gone and exit (they poll every 0.2 s)
     # whatever the kill interrupted, every file left behind is whole
     for path in out.rglob("*"):
-        if not path.is_file() or path.name.endswith(".tmp") or path.name.endswith(".tmp.png") or path.name == ".lock":
+        if (
+            not path.is_file()
+            or path.name.endswith(".tmp")
+            or path.name.endswith(".tmp.png")
+            or path.name == ".lock"
+        ):
             continue
         if path.suffix == ".pt":
             agents.checkpoint.load_checkpoint(path)
@@ -302,13 +355,19 @@ def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_results(sweep_dir
             np.load(path)
         elif path.suffix == ".json":
             json.loads(path.read_text())
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, f"resume after a kill at {delay:.1f} s failed:\n{done.stderr[-3000:]}"
     assert not list(out.rglob("*.tmp")), "temporary files left behind"
     a = pd.read_csv(sweep_dir / "results.csv")
     b = pd.read_csv(out / "results.csv")
-    pd.testing.assert_frame_equal(a.drop(columns="checkpoint"), b.drop(columns="checkpoint"), check_exact=True,
-                                  obj=f"results after a kill at {delay:.1f} s")  # fmt: skip
+    pd.testing.assert_frame_equal(
+        a.drop(columns="checkpoint"),
+        b.drop(columns="checkpoint"),
+        check_exact=True,
+        obj=f"results after a kill at {delay:.1f} s",
+    )
 
 
 # --------------------------------------------------------------------------------------------------- ray
@@ -327,7 +386,9 @@ def test_ray_backend_runs_the_same_units(sweep_dir, tmp_path):
     assert set(summary.ran) == {"finetune:tiny-s0-ngood2", "measure:tiny-s0-ngood2", "report"}
     rec = json.loads((root / "timings/finetune_tiny-s0-ngood2.json").read_text())
     assert rec["pid"] != os.getpid()  # it ran in a Ray worker
-    pd.testing.assert_frame_equal(pd.read_csv(sweep_dir / "results.csv"), pd.read_csv(root / "results.csv"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(sweep_dir / "results.csv"), pd.read_csv(root / "results.csv"), check_exact=True
+    )
 
 
 # -------------------------------------------------------------------------------------------- bad input
@@ -384,7 +445,12 @@ def test_plan_orders_every_unit_after_its_inputs():
         assert isinstance(u, Unit) and set(u.deps) <= seen, u.name
         seen.add(u.name)
     kinds = pd.Series([u.kind for u in units]).value_counts()
-    assert kinds["pretrain"] == 20 and kinds["finetune"] == 60 and kinds["measure"] == 80 and kinds["reference"] == 1
+    assert (
+        kinds["pretrain"] == 20
+        and kinds["finetune"] == 60
+        and kinds["measure"] == 80
+        and kinds["reference"] == 1
+    )
     assert len({u.output for u in units}) == len(units)
 
 
@@ -392,7 +458,9 @@ def test_plan_orders_every_unit_after_its_inputs():
 def test_the_command_runs_from_any_directory_without_path_tricks(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for cmd in (["splitseq", "reproduce", "--help"], [sys.executable, "-m", "agents", "reproduce", "--help"]):
-        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run(
+            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
         assert out.returncode == 0 and "--preset" in out.stdout and "--backend" in out.stdout, out.stderr
     # no module of the installed packages edits the import path
     for pkg in ("seqenv", "measures", "agents"):

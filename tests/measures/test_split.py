@@ -207,9 +207,14 @@ BASELINE_SPECS = [("split", None), ("random", None), ("natural", None), ("fixed"
 def test_imp_at_least_imp_min_at_least_zero(hist_seed, n, pol_seed, scale, temperature, task, baseline):
     h = natural_histories(n, hist_seed)
     r = measures.measure(
-        content_policy(pol_seed, scale), task=task, histories=h, temperature=temperature,
-        baseline=baseline[0], token=baseline[1], n_bootstrap=0,
-    )  # fmt: skip
+        content_policy(pol_seed, scale),
+        task=task,
+        histories=h,
+        temperature=temperature,
+        baseline=baseline[0],
+        token=baseline[1],
+        n_bootstrap=0,
+    )
     assert r.imp >= r.imp_min - 1e-12
     assert r.imp_min >= -1e-15  # a KL: non-negative up to rounding
     assert r.imp_min == pytest.approx(imp_min(min(r.success, 1.0), min(r.baseline_success, 1.0)), abs=1e-12)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 from scipy.special import ndtri
-from test_measures_split import content_policy, soft_oracle  # the same test policies
 
 import measures
 from measures.api import measure_tasks
@@ -17,6 +16,7 @@ from measures.intervals import acceleration, bca_interval
 from measures.split import group_histories, jackknife
 from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import good_mask
+from tests.measures.test_split import content_policy, soft_oracle  # the same test policies
 
 # --- closed forms ------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import measures
 from agents.reference import NaturalPolicy, OraclePolicy, UniformPolicy
 from seqenv.sequence import generate_sequences, natural_histories
 from seqenv.tasks import TASKS, good_mask
+from tests.conftest import Z, within
 
 H = natural_histories(4096, seed=11)
 
@@ -50,8 +51,7 @@ def test_natural_matches_the_frequency_of_the_actual_next_odd_token():
     hist, nxt = seqs[:, :20], seqs[:, 20] - 8
     mode = NaturalPolicy().action_probs(hist).argmax(axis=1)
     rate = np.mean(mode == nxt)
-    se = np.sqrt(0.9825 * 0.0175 / len(hist))
-    assert abs(rate - 0.9825) < 5 * se
+    assert within(rate, 0.9825, len(hist))
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -88,7 +88,7 @@ def test_oracle_tie_breaks():
     # among k tied actions the random choice is the lowest one 1/k of the time, and depends on the seed
     k = best.sum(axis=1)[ties]
     expected = np.mean(1 - 1 / k)
-    assert abs(np.mean(random0[ties] != lowest[ties]) - expected) < 5 * np.sqrt(0.25 / ties.sum())
+    assert abs(np.mean(random0[ties] != lowest[ties]) - expected) <= Z * np.sqrt(0.25 / ties.sum())
     assert np.mean(random0[ties] != random1[ties]) > 0.5
     # a policy: a function of the history, whatever batch it comes in
     perm = np.random.default_rng(1).permutation(len(H))
@@ -125,7 +125,7 @@ def test_predict_follows_sb3_conventions():
     nat_sampled, _ = NaturalPolicy(seed=0).predict(np.repeat(H[:1], 8000, axis=0), deterministic=False)
     d = spec_next(H[0][-16:])
     share = np.mean(nat_sampled == d)
-    assert abs(share - 0.9825) < 5 * np.sqrt(0.9825 * 0.0175 / 8000)
+    assert within(share, 0.9825, 8000)
 
 
 def test_bad_arguments_raise_clear_errors():

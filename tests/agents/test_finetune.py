@@ -29,15 +29,34 @@ torch.set_num_threads(1)
 def pretrained(tmp_path_factory):
     """A tiny model pretrained briefly: it predicts the sequence well above chance (about 6 s of CPU)."""
     out = tmp_path_factory.mktemp("pre") / "tiny.pt"
-    cfg = PretrainConfig(size="tiny", seed=0, steps=700, batch_size=128, lr=3e-3, warmup_steps=50,
-                         eval_every=700, eval_samples=1024, checkpoint_every=0)  # fmt: skip
+    cfg = PretrainConfig(
+        size="tiny",
+        seed=0,
+        steps=700,
+        batch_size=128,
+        lr=3e-3,
+        warmup_steps=50,
+        eval_every=700,
+        eval_samples=1024,
+        checkpoint_every=0,
+    )
     pretrain(cfg, out, progress=False)
     return out
 
 
 def ft_cfg(**kw) -> FinetuneConfig:
-    base = {"task": "ngood4", "seed": 1, "steps": 12, "batch_size": 64, "lr": 1e-3, "maintenance_lr": 1e-4,
-            "maintenance_batch": 32, "eval_every": 4, "eval_samples": 512, "warmup_steps": 2}  # fmt: skip
+    base = {
+        "task": "ngood4",
+        "seed": 1,
+        "steps": 12,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "maintenance_lr": 1e-4,
+        "maintenance_batch": 32,
+        "eval_every": 4,
+        "eval_samples": 512,
+        "warmup_steps": 2,
+    }
     return FinetuneConfig(**{**base, **kw})
 
 
@@ -141,12 +160,29 @@ def test_presets_are_the_budget_tables():
     assert FinetuneConfig.preset("tiny", task="ngood6", method="reinforce").steps == 100  # half of 200
     # exactly what the preset gave before the redesign (tiny quick, the quick-preset run)
     assert FinetuneConfig.preset("tiny", method="positive", budget="quick").to_dict() == {
-        "task": "ngood4", "method": "positive", "seed": 0, "steps": 3200, "batch_size": 256, "epochs": 1,
-        "group_size": 1, "minibatch_size": 256, "clip": 0.2, "lr": 0.001, "warmup_steps": 20,
-        "min_lr_ratio": 1.0, "temperature": 1.0, "dropout": 0.1, "maintenance_lr": 0.0001,
-        "maintenance_batch": 32, "weight_decay": 0.01, "grad_clip": 1.0, "eval_every": 320,
-        "eval_samples": 8192, "checkpoint_every": 320, "threads": 0,
-    }  # fmt: skip
+        "task": "ngood4",
+        "method": "positive",
+        "seed": 0,
+        "steps": 3200,
+        "batch_size": 256,
+        "epochs": 1,
+        "group_size": 1,
+        "minibatch_size": 256,
+        "clip": 0.2,
+        "lr": 0.001,
+        "warmup_steps": 20,
+        "min_lr_ratio": 1.0,
+        "temperature": 1.0,
+        "dropout": 0.1,
+        "maintenance_lr": 0.0001,
+        "maintenance_batch": 32,
+        "weight_decay": 0.01,
+        "grad_clip": 1.0,
+        "eval_every": 320,
+        "eval_samples": 8192,
+        "checkpoint_every": 320,
+        "threads": 0,
+    }
     import agents.finetune as ft
 
     with pytest.warns(DeprecationWarning, match="FINETUNE_METHODS"):
@@ -196,8 +232,15 @@ def test_finetuning_raises_own_task_success_beyond_chance(pretrained, tmp_path, 
 
 def test_maintenance_protects_next_token_prediction(pretrained, tmp_path):
     """Without maintenance the RL updates erode the even-token prediction; with it, much less is lost."""
-    kw = {"steps": 120, "batch_size": 256, "lr": 2e-3, "maintenance_lr": 2e-4, "maintenance_batch": 128,
-          "eval_every": 120, "eval_samples": 4096}  # fmt: skip
+    kw = {
+        "steps": 120,
+        "batch_size": 256,
+        "lr": 2e-3,
+        "maintenance_lr": 2e-4,
+        "maintenance_batch": 128,
+        "eval_every": 120,
+        "eval_samples": 4096,
+    }
     with_m = finetune(pretrained, ft_cfg(**kw), tmp_path / "m.pt", progress=False)
     without = finetune(
         pretrained, ft_cfg(**{**kw, "maintenance_batch": 0}), tmp_path / "n.pt", progress=False

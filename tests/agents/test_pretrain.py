@@ -13,13 +13,23 @@ from agents.data import NextTokenData, eval_set
 from agents.pretrain import HISTORY_COLUMNS, PRETRAIN_BUDGETS, PretrainConfig, pretrain
 from agents.training import history_path, lr_at
 from seqenv.sequence import P_MATCH, deterministic_next, validate_histories
+from tests.conftest import within
 
 torch.set_num_threads(1)
 
 
 def small_cfg(**kw) -> PretrainConfig:
-    base = {"size": "tiny", "seed": 3, "steps": 40, "batch_size": 32, "lr": 3e-3, "warmup_steps": 5,
-            "eval_every": 10, "eval_samples": 256, "checkpoint_every": 10}  # fmt: skip
+    base = {
+        "size": "tiny",
+        "seed": 3,
+        "steps": 40,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "warmup_steps": 5,
+        "eval_every": 10,
+        "eval_samples": 256,
+        "checkpoint_every": 10,
+    }
     return PretrainConfig(**{**base, **kw})
 
 
@@ -37,7 +47,7 @@ def test_batches_are_natural_contexts_with_both_target_parities():
         # the target is the recurrence's value with probability 0.98 + 0.02/8 (binomial, 5 sigma)
         d = deterministic_next(x[:, -16:]) + 8 * (~even)
         rate = np.mean(d == y)
-        assert abs(rate - P_MATCH) < 5 * math.sqrt(P_MATCH * (1 - P_MATCH) / len(y))
+        assert within(rate, P_MATCH, len(y))
 
 
 def test_parity_option_and_fresh_batches():

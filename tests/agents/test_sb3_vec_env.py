@@ -9,13 +9,9 @@ import seqenv
 from agents.sb3.vec_env import SB3VecEnv, make_sb3_vec_env
 from seqenv.sequence import CONTEXT, N_OUT, P_MATCH, next_deterministic
 from seqenv.tasks import good_mask
+from tests.conftest import Z, within
 
 GOOD = good_mask("ngood4")
-
-
-def z_bound(p: float, n: float, z: float = 4.5) -> float:
-    """Half-width of a z-sigma binomial interval for a rate p estimated from n samples."""
-    return z * np.sqrt(p * (1 - p) / n)
 
 
 def test_step_follows_sb3_vec_env_contract():
@@ -133,10 +129,10 @@ def test_statistics_match_dummy_vec_env_of_single_envs():
             success += int(r.sum())
         stats[name] = (match, success, steps * env.num_envs)
     for match, _success, n in stats.values():
-        assert abs(match / n - P_MATCH) <= z_bound(P_MATCH, n)  # the world writes d with prob 0.98 + 0.02/8
+        assert within(match / n, P_MATCH, n)  # the world writes d with prob 0.98 + 0.02/8
     (_, s1, n1), (_, s2, n2) = stats["native"], stats["dummy"]
     pooled = (s1 + s2) / (n1 + n2)
-    assert abs(s1 / n1 - s2 / n2) <= 4.5 * np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    assert abs(s1 / n1 - s2 / n2) <= Z * np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
 
 
 def test_attribute_access_treats_the_batch_as_one_object():

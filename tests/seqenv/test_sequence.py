@@ -30,18 +30,12 @@ from seqenv.sequence import (
     validate_histories,
 )
 from seqenv.tasks import TASKS, good_mask
-
-Z = 5.0  # tolerance of rate checks, in binomial standard errors (seeds are fixed: no flakiness, ample margin)
-P_ALPHA = 1e-6  # p-value below which a chi-square comparison fails
+from tests.conftest import P_ALPHA, Z, within
 
 
 def literal_rule(window: list[int]) -> int:
     """docs/spec.md §1 with Python ints: (prod(s + 1) mod 17) mod 8."""
     return math.prod(s + 1 for s in window) % 17 % 8
-
-
-def within(rate: float, p: float, n: int) -> bool:
-    return abs(rate - p) <= Z * math.sqrt(p * (1 - p) / n)
 
 
 def chi2_same(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -361,4 +355,4 @@ def test_natural_odd_probs_is_the_generators_law_of_the_odd_token():
     assert set(np.unique(probs)) == {(1 - P_DET) / N_OUT, P_MATCH}
     # the odd token the generator wrote is its deterministic value about P_MATCH of the time
     hits = np.mean(seqs[:, 20] - N_OUT == d)
-    assert abs(hits - P_MATCH) < 5 * math.sqrt(P_MATCH * (1 - P_MATCH) / 4096)
+    assert within(hits, P_MATCH, 4096)
