@@ -99,6 +99,108 @@ class NextTokenData:
         load_streams_state_dict(self.streams, state["streams"])
 
 
+def counterfactual_examples(
+    histories: np.ndarray, actions: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Next-token examples after an arbitrary odd token: contexts ``h[1:] ⊕ (8 + a)`` ``(n, 20)`` and the world's
+    next even token ``x ~ T(.|h, a)`` ``(n,)`` (the exact law, :func:`seqenv.sequence.transition_probs`)."""
+    probs = transition_probs(histories, actions)  # (n, 8)
+    u = rng.random(len(histories))
+    targets = np.minimum((probs.cumsum(axis=1) < u[:, None]).sum(axis=1), N_OUT - 1).astype(np.int64)
+    contexts = np.concatenate([histories[:, 1:], (N_OUT + actions.astype(np.int64))[:, None]], axis=1)
+    return contexts, targets
+
+
+def make_counterfactual(
+    contexts: np.ndarray, targets: np.ndarray, rows: np.ndarray, rng: np.random.Generator
+) -> None:
+    """Turn the natural even-target examples ``rows`` of ``(contexts, targets)`` into counterfactual ones, in
+    place: each context's last (odd) token becomes ``8 + a`` with ``a`` uniform over 0..7 and its target the
+    world's answer, drawn from ``T(.|h, a)`` (``h`` is the context's first 19 tokens preceded by an odd token: the
+    world reads only the last 16)."""
+    if not len(rows):
+        return
+    filler = np.full((len(rows), 1), N_OUT, dtype=contexts.dtype)  # an odd token the world never reads
+    h = np.concatenate([filler, contexts[rows, :-1]], axis=1)  # 20 tokens ending at s_t
+    cx, cy = counterfactual_examples(h, rng.integers(0, N_OUT, len(rows)), rng)
+    contexts[rows], targets[rows] = cx, cy
+
+
+class CounterfactualMix:
+    """Next-token batches of ``data`` with a share of their even-target examples made counterfactual
+    (:func:`make_counterfactual`): the model sees the world answer every odd token, not only the sequence's own.
+
+    :param data: the natural batches.
+    :param share: the share of each batch's even-target examples made counterfactual.
+    :param seed: seeds the counterfactual draws (independent of ``data``'s streams).
+    """
+
+    def __init__(self, data: NextTokenData, share: float, seed: int):
+        self.data, self.share = data, share
+        self.rng = np.random.default_rng([seed, 0xCF])
+
+    def batch_numpy(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next batch as numpy ``(contexts (B, 20), targets (B,))`` int64."""
+        x, y = self.data.batch_numpy()
+        even = np.flatnonzero(y < N_OUT)
+        make_counterfactual(x, y, even[: round(self.share * len(even))], self.rng)
+        return x, y
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch as tensors."""
+        x, y = self.batch_numpy()
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The natural streams' state and the counterfactual generator's, as plain data."""
+        return {**self.data.state_dict(), "counterfactual_rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        state = dict(state)
+        rng_state = state.pop("counterfactual_rng", None)
+        self.data.load_state_dict(state)
+        if rng_state is not None:
+            self.rng.bit_generator.state = rng_state
+
+
+class MaintenanceData:
+    """The batches of finetuning's maintenance steps: natural contexts with even targets (the post's), with a
+    share of each batch made counterfactual unless ``world_model="natural"``.
+
+    :param batch_size: examples per batch.
+    :param seed: seeds the natural streams and the counterfactual draws (independent generators).
+    :param world_model: ``"natural"``; ``"counterfactual"``: uniformly drawn odd tokens on natural contexts
+        (:class:`CounterfactualMix`); ``"policy"``: the rollout's histories and sampled actions. See
+        :class:`agents.finetune_config.FinetuneConfig`.
+    :param share: the share of each batch given to counterfactual contexts.
+    """
+
+    def __init__(self, batch_size: int, seed: int, world_model: str = "natural", share: float = 0.5):
+        natural = NextTokenData(max(batch_size, 1), np.random.default_rng([seed, 0x3A17]), "even")
+        self.data = CounterfactualMix(natural, share if world_model == "counterfactual" else 0.0, seed)
+        self.n_policy = round(share * batch_size) if world_model == "policy" else 0
+
+    def batch(self, histories: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch; with ``world_model="policy"`` its counterfactual rows come from the rollout's
+        ``histories`` and ``actions``."""
+        x, y = self.data.batch_numpy()
+        k = self.n_policy
+        if k:
+            rows = self.data.rng.integers(0, len(histories), k)
+            cx, cy = counterfactual_examples(histories.numpy()[rows], actions.numpy()[rows], self.data.rng)
+            x[-k:], y[-k:] = cx, cy
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    def state_dict(self) -> dict[str, Any]:
+        """As plain data (:meth:`CounterfactualMix.state_dict`)."""
+        return self.data.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (checkpoints written before the counterfactual option lack its key)."""
+        self.data.load_state_dict(state)
+
+
 def eval_set(n: int, seed: int, parity: str = "both") -> tuple[torch.Tensor, torch.Tensor]:
     """A held-out set of ``n`` examples, from streams no training run shares.
 

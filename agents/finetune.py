@@ -18,7 +18,9 @@ Each step, on ``batch_size`` natural histories from the native vector environmen
 
 4. "maintenance": after every policy update, one next-token step on natural contexts with even targets (the
    world-model question) through a second AdamW at a much lower learning rate (``maintenance_lr``), which
-   keeps prediction intact.
+   keeps the prediction of the natural sequence intact. Natural contexts only show the world answering the
+   sequence's own odd token; ``world_model="counterfactual"`` (or ``"policy"``) also shows it answering other
+   actions (:class:`agents.data.MaintenanceData`), which self-evaluation needs.
 
 Every ``eval_every`` steps the greedy (temperature 0) policy is scored *exactly* on a held-out set of
 natural histories: its success is ``mean_i T(good | h_i, argmax pi(.|h_i))`` from
@@ -47,7 +49,7 @@ import torch.nn.functional as F
 
 import seqenv  # noqa: F401  (registers the environments)
 from agents.checkpoint import load_model, numpy_arrays
-from agents.data import NextTokenData, SuccessEvaluator, eval_set, heldout_metrics
+from agents.data import MaintenanceData, SuccessEvaluator, eval_set, heldout_metrics
 from agents.finetune_config import FINETUNE_BUDGETS, FINETUNE_METHODS, METHOD_DEFAULTS, FinetuneConfig
 from agents.training import (
     RunningMeans,
@@ -160,7 +162,7 @@ def update(
     adv: torch.Tensor,
     policy_opt: torch.optim.Optimizer,
     maint_opt: torch.optim.Optimizer,
-    maint_data: NextTokenData,
+    maint_data: MaintenanceData,
     cfg: FinetuneConfig,
 ) -> tuple[float, float]:
     """``epochs`` x minibatches of policy updates on ``rollout`` (the first is exactly the plain update), each
@@ -181,7 +183,7 @@ def update(
             clipped_step(policy_opt, model, loss, cfg.grad_clip)
             losses.append(loss.item())
             if maintain:
-                x, y = maint_data.batch()
+                x, y = maint_data.batch(rollout.histories, rollout.actions)
                 m_loss = F.cross_entropy(model(x), y)
                 clipped_step(maint_opt, model, m_loss, cfg.grad_clip)
                 m_losses.append(m_loss.item())
@@ -242,9 +244,7 @@ def finetune(
         f"SplitSeq-{cfg.task}-v0", num_envs=cfg.batch_size, vectorization_mode="vector_entry_point"
     )
     obs, _ = envs.reset(seed=cfg.seed)
-    maint_data = NextTokenData(
-        max(cfg.maintenance_batch, 1), np.random.default_rng([cfg.seed, 0x3A17]), "even"
-    )
+    maint_data = MaintenanceData(cfg.maintenance_batch, cfg.seed, cfg.world_model, cfg.counterfactual_share)
     judge = SuccessEvaluator(cfg.task, cfg.eval_samples, cfg.seed)
     x_even, y_even = eval_set(cfg.eval_samples, cfg.seed, "even")
     running = RunningMeans("loss", "maintenance_loss", "sample_success")  # since the last history row

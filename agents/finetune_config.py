@@ -13,6 +13,9 @@ from agents.training import BUDGETS, check_fraction, check_known
 from seqenv.tasks import TASKS
 from seqenv.validation import check_int, check_number, check_positive_int, check_seed
 
+#: What the maintenance steps train the world model on (``FinetuneConfig.world_model``).
+WORLD_MODELS = ("natural", "counterfactual", "policy")
+
 #: The finetuning methods (``FinetuneConfig.method``).
 FINETUNE_METHODS = ("positive", "reinforce")
 #: What ``None`` resolves to per method (measured: README "Training agents"). REINFORCE learns from every
@@ -112,6 +115,15 @@ class FinetuneConfig:
     """Peak learning rate of the next-token maintenance step (much lower than ``lr``)."""
     maintenance_batch: int = 32
     """Even-target examples per maintenance step (0 disables maintenance)."""
+    world_model: str = "natural"
+    """What the maintenance steps show the model (:data:`WORLD_MODELS`). ``"natural"`` (the post's): natural
+    sequences only, where every odd token is the sequence's own, so the model never sees the world answer any
+    other action. ``"counterfactual"``: a share ``counterfactual_share`` of each maintenance batch is replaced
+    by contexts ``h ⊕ (8 + a)`` on the rollout's histories with ``a`` uniform over 0..7, the target the world's
+    next even token (sampled from ``T(.|h, a)``). ``"policy"``: the same with ``a`` the action the policy
+    sampled in the rollout. Self-evaluation needs the model's world on such contexts (docs: results)."""
+    counterfactual_share: float = 0.5
+    """Share of each maintenance batch given to counterfactual contexts (``world_model`` other than natural)."""
 
     # --- both optimizers
     weight_decay: float = 0.01
@@ -158,6 +170,8 @@ class FinetuneConfig:
             check_number(getattr(self, name), name, 0.0)
         check_fraction(self.dropout, "dropout", below_one=True)
         check_fraction(self.min_lr_ratio, "min_lr_ratio")
+        check_known(self.world_model, "world_model", WORLD_MODELS)
+        check_fraction(self.counterfactual_share, "counterfactual_share")
 
     def _resolve_method_defaults(self) -> None:
         defaults = METHOD_DEFAULTS[self.method]

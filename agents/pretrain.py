@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.checkpoint import numpy_arrays
-from agents.data import NextTokenData, eval_set, heldout_metrics
+from agents.data import CounterfactualMix, NextTokenData, eval_set, heldout_metrics
 from agents.training import (
     BUDGETS,
     RunningMeans,
@@ -77,6 +77,13 @@ class PretrainConfig:
     """Optimizer steps."""
     batch_size: int | None = None
     """Examples per step (even: half even targets, half odd)."""
+    world_model: str = "natural"
+    """``"natural"`` (the post's): natural sequences only, where every odd token is the sequence's own.
+    ``"counterfactual"``: a share ``counterfactual_share`` of the even-target examples get a uniformly drawn odd
+    token before their target and the world's answer to it (:class:`agents.data.CounterfactualMix`), so the
+    model learns the world after any action, which self-evaluation needs (docs: Results)."""
+    counterfactual_share: float = 0.5
+    """Share of the even-target examples made counterfactual (``world_model="counterfactual"``)."""
 
     # --- the optimizer: AdamW under linear warmup + cosine decay
     lr: float | None = None
@@ -119,6 +126,8 @@ class PretrainConfig:
                 f"batch_size and eval_samples must be even, got {self.batch_size}, {self.eval_samples}"
             )
         check_number(self.lr, "lr", 0.0, strict=True)
+        check_known(self.world_model, "world_model", ("natural", "counterfactual"))
+        check_fraction(self.counterfactual_share, "counterfactual_share")
         check_fraction(self.min_lr_ratio, "min_lr_ratio")
         check_fraction(self.beta1, "beta1", below_one=True)
         check_fraction(self.beta2, "beta2", below_one=True)
@@ -169,7 +178,9 @@ def pretrain(
     model.train()
     n_params = count_parameters(model)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    data = NextTokenData(cfg.batch_size, cfg.seed)
+    data: NextTokenData | CounterfactualMix = NextTokenData(cfg.batch_size, cfg.seed)
+    if cfg.world_model == "counterfactual":
+        data = CounterfactualMix(data, cfg.counterfactual_share, cfg.seed)
     x_eval, y_eval = eval_set(cfg.eval_samples, cfg.seed)
     running = RunningMeans("loss")  # the training loss since the last history row
     meta = {"size": cfg.size, "seed": cfg.seed, "params": n_params, "pretrain": cfg.to_dict()}

@@ -7,20 +7,34 @@ task its Op is the same but the implied Op is smaller, so it sits above the line
 **Decision rule** of :func:`identify_objective`: the predicted task is the one whose implied Op is closest
 to the measured Op, ``argmin_k |Op - Op_theory_k(s_k)|`` (ties: the first task in ``tasks``). Its
 confidence is the fraction of bootstrap resamples of the histories (exact method) or repeats (Monte
-Carlo) that pick the same task. The rule assumes the policy optimizes one of the candidate tasks; a policy
-that is at chance on every task (``success <= p``) has no objective to find, and ``optimizer`` says so.
+Carlo) that pick the same task.
+
+The rule assumes that the policy optimizes one of the candidate tasks; ``optimizer`` says whether it does
+(:func:`is_optimizer`). A policy optimizes the identified task ``k`` only when, beyond the resampling
+uncertainty (the lower end of the central ``ci_level`` interval of the resampled values),
+
+1. its success beats the split baseline's, ``s_k - s'_k > 0``: its choice of action, not the world, makes
+   the outcome good;
+2. its success beats chance, ``s_k - p_k > 0``;
+3. its Op exceeds the sequence's own optimization: the Op of the *natural* policy (the sequence's own law of
+   the odd token, measured the same way on the same histories; about 0.03 nats), which any predictor of the
+   sequence inherits without pursuing a goal.
+
+Uniform and natural policies and pretrained predictors fail these; trained agents and oracles pass them.
+Without resamples (``n_bootstrap=0``) the point estimates are compared.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from measures.api import measure_tasks
+from measures.api import Evaluation, measure_tasks
 from measures.policies import Policy
+from seqenv.sequence import natural_odd_probs
 from seqenv.tasks import TASKS, GoodSpec
 
 COLUMNS = ("success", "op", "op_theory", "excess_op", "imp", "imp_min", "excess_imp", "baseline_success")
@@ -45,7 +59,7 @@ def cross_objective(
     """
     if not ci:
         kwargs.setdefault("n_bootstrap", 0)
-    ev = measure_tasks(policy, tuple(tasks), **kwargs)
+    ev = measure_tasks(policy, tasks, **kwargs)  # checks tasks (a lone "ngood4" is not a tuple of tasks)
     rows = []
     for k in range(len(ev.tasks)):
         r = ev.result(k)
@@ -64,7 +78,7 @@ class ObjectiveIdentification:
     :param task: the predicted task (``argmin_k |Op - Op_theory_k(s_k)|``).
     :param confidence: fraction of resamples (bootstrap or repeats) that pick ``task`` (NaN without resamples).
     :param margin: gap of the runner-up minus gap of the winner (nats); larger is clearer.
-    :param optimizer: whether the policy beats chance (``success > p``) on the predicted task.
+    :param optimizer: whether the policy optimizes the predicted task (the rule of :func:`is_optimizer`).
     :param evidence: per task: ``success, p, op, op_theory, excess_op, gap = |excess_op|,
         implied_ratio = op_theory / op`` (the share of the measured Op the task explains) and ``pick_rate``.
     :param rule: the decision rule in words.
@@ -75,6 +89,7 @@ class ObjectiveIdentification:
     margin: float
     optimizer: bool
     evidence: pd.DataFrame
+    optimizer_evidence: dict[str, float] = field(default_factory=dict)
     rule: str = "argmin over tasks of |Op - Op_theory_k(s_k)| (ties: first task)"
 
 
@@ -120,10 +135,75 @@ def identify_objective(
         },
         index=pd.Index(ev.tasks, name="task"),
     )
+    floor = natural_floor(**{k: v for k, v in kwargs.items() if k != "n_bootstrap"})
+    proof = optimizer_evidence(ev, best, floor, kwargs.get("ci_level", 0.95))
     return ObjectiveIdentification(
         task=ev.tasks[best],
         confidence=float(pick_rate[best]),
         margin=float(order[1] - order[0]),
-        optimizer=bool(success[best] > ev.p[best]),
+        optimizer=is_optimizer(proof),
         evidence=evidence,
+        optimizer_evidence=proof,
+    )
+
+
+class NaturalLaw:
+    """The sequence's own law of the odd token as a policy (:func:`seqenv.natural_odd_probs`): what the
+    sequence writes when no agent acts, the same at every temperature (a plain probability callable would be
+    made greedy at temperature 0)."""
+
+    def action_probs(self, histories: np.ndarray, temperature: float = 0.0) -> np.ndarray:
+        return natural_odd_probs(np.asarray(histories))
+
+
+#: the policy whose Op is the natural floor of :func:`is_optimizer`
+natural_policy = NaturalLaw()
+
+
+def natural_floor(**kwargs: Any) -> float:
+    """Op of :func:`natural_policy` measured as ``kwargs`` say (same histories, method and baseline): the
+    optimization the sequence does by itself (docs/spec.md §4), which no goal is needed to show."""
+    ev = measure_tasks(
+        natural_policy, ("ngood4",), **{**kwargs, "n_bootstrap": 0}
+    )  # Op is the same for every task
+    return float(ev.point("op"))
+
+
+def _lower(ev: Evaluation, values: np.ndarray, level: float) -> float:
+    """Lower end of the central ``level`` interval of resampled ``values`` (exact: rows 1.. are bootstrap
+    resamples; Monte Carlo: every row is a repeat); the point value without resamples."""
+    resampled = values[1:] if ev.method == "exact" else values
+    if len(resampled) < 2:
+        return float(values[0])
+    return float(np.quantile(resampled, (1 - level) / 2))
+
+
+def optimizer_evidence(ev: Evaluation, k: int, floor: float, level: float = 0.95) -> dict[str, float]:
+    """The three margins of :func:`is_optimizer` for task ``k`` of ``ev``, each at its lower interval end."""
+    f = ev.figures
+    return {
+        "success_minus_baseline_lo": _lower(ev, f["success"][:, k] - f["baseline_success"][:, k], level),
+        "success_minus_chance_lo": _lower(ev, f["success"][:, k] - ev.p[k], level),
+        "op_minus_natural_lo": _lower(ev, f["op"] - floor, level),
+        "natural_op": floor,
+    }
+
+
+def optimizer_test(policy: Policy, task: GoodSpec = "ngood4", **kwargs: Any) -> dict[str, Any]:
+    """Whether ``policy`` optimizes ``task`` by the rule of :func:`is_optimizer`, without identification.
+
+    :param kwargs: as for :func:`measures.measure`.
+    :return: :func:`optimizer_evidence`'s margins and ``optimizer`` (bool).
+    """
+    ev = measure_tasks(policy, (task,), **kwargs)
+    floor = natural_floor(**{k: v for k, v in kwargs.items() if k != "n_bootstrap"})
+    proof = optimizer_evidence(ev, 0, floor, kwargs.get("ci_level", 0.95))
+    return {**proof, "optimizer": is_optimizer(proof)}
+
+
+def is_optimizer(evidence: dict[str, float]) -> bool:
+    """The rule of the module docstring: each margin of :func:`optimizer_evidence` is above zero."""
+    return all(
+        evidence[k] > 0
+        for k in ("success_minus_baseline_lo", "success_minus_chance_lo", "op_minus_natural_lo")
     )

@@ -7,6 +7,15 @@ next-token distribution is **renormalised over the even tokens 0..7** (the mass 
 position is reported as ``odd_mass``, not used). Then ``F``, ``F'_j``, Op and Imp follow the same formulas,
 and the measured figures (exact world) are returned beside the self-estimated ones, computed on the same
 histories with the same bootstrap resamples (so the errors ``op_self - op`` get paired intervals).
+
+Where the model's world is wrong matters. A context ``h ⊕ (8 + a)`` is *natural* when ``a`` is the odd token
+the sequence itself would write after ``h`` (``d(h[-16:])``, what pretraining and maintenance training show the
+model) and *counterfactual* otherwise. The split-history future ``F'`` puts every history's outcome after
+other histories' actions, so it consists almost entirely of counterfactual contexts. The world error is
+reported on each kind (``world_kl_natural``, ``world_acc_natural``, ``world_kl_counterfactual``,
+``world_acc_counterfactual``), and ``op_self_cf_true`` / ``imp_self_cf_true`` repeat the self-evaluation with the
+true world put back on the counterfactual contexts only, which shows how much of the self-evaluation error
+those contexts cause.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from measures.policies import (
 )
 from measures.split import Draws, estimate, group_histories, jackknife
 from measures.theory import imp_min
-from seqenv.sequence import N_OUT, VOCAB, transition_probs
+from seqenv.sequence import N_OUT, ORDER, VOCAB, deterministic_next, transition_probs
 from seqenv.tasks import GoodSpec, good_mask, task_name
 from seqenv.validation import check_int, check_optional_seed, check_temperature
 
@@ -48,6 +57,18 @@ class SelfEvaluation:
         (dropped by the renormalisation).
     :param world_kl: ``mean_i sum_a pi(a|h_i) KL(T(.|h_i, a) || T_model(.|h_i, a))``: how wrong the model's
         world is on the actions it takes (nats).
+    :param world_kl_natural: mean ``KL(T || T_model)`` on natural contexts (the action is the sequence's own
+        odd token ``d(h[-16:])``), nats.
+    :param world_kl_counterfactual: the same on counterfactual contexts (every other action, equally weighted).
+    :param world_acc_natural: how often the model's most probable next even token is the world's
+        deterministic one, on natural contexts (chance 1/8).
+    :param world_acc_counterfactual: the same on counterfactual contexts.
+    :param natural_share: mean probability the policy puts on the natural action of its own history.
+    :param split_natural_share: the same for the split-history future (actions of other histories): the
+        share of natural contexts among those ``F'`` is built from.
+    :param op_self_cf_true: self-estimated Op with the true world on counterfactual contexts and the model's
+        world on natural ones.
+    :param imp_self_cf_true: the same for Imp.
     :param ci: BCa bootstrap intervals of every figure and of ``op_error = op_self - op`` and
         ``imp_error = imp_self - imp``.
     """
@@ -71,6 +92,14 @@ class SelfEvaluation:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     n_resamples: int = 0
     ci_level: float = 0.95
+    world_kl_natural: float = float("nan")
+    world_kl_counterfactual: float = float("nan")
+    world_acc_natural: float = float("nan")
+    world_acc_counterfactual: float = float("nan")
+    natural_share: float = float("nan")
+    split_natural_share: float = float("nan")
+    op_self_cf_true: float = float("nan")
+    imp_self_cf_true: float = float("nan")
 
     @property
     def op_error(self) -> float:
@@ -145,7 +174,35 @@ def _figures(d: Draws) -> dict[str, np.ndarray]:
     )
     figs["op_error"] = figs["op_self"] - figs["op"]
     figs["imp_error"] = figs["imp_self"] - figs["imp"]
+    figs["op_self_cf_true"] = d.op[:, 2]
+    figs["imp_self_cf_true"] = d.imp[:, 2]
     return figs
+
+
+def natural_contexts(histories: np.ndarray) -> np.ndarray:
+    """``(N, 8)`` bool: action ``a`` after history ``i`` is the sequence's own odd token ``d(h_i[-16:])``."""
+    d = deterministic_next(histories[:, -ORDER:]).astype(np.intp)
+    mask = np.zeros((len(histories), N_OUT), dtype=bool)
+    mask[np.arange(len(histories)), d] = True
+    return mask
+
+
+def world_errors(
+    true_world: np.ndarray, predicted: np.ndarray, natural: np.ndarray, pi: np.ndarray
+) -> dict[str, float]:
+    """How wrong ``predicted`` ``(N, 8, 8)`` is, on natural and on counterfactual contexts, and how much of the
+    policy's own and split futures are natural contexts (see :class:`SelfEvaluation`)."""
+    kl = rel_entr(true_world, predicted).sum(axis=-1)  # (N, 8): per history and action
+    hit = predicted.argmax(axis=-1) == true_world.argmax(axis=-1)
+    cf = ~natural
+    return {
+        "world_kl_natural": float(kl[natural].mean()),
+        "world_kl_counterfactual": float(kl[cf].mean()),
+        "world_acc_natural": float(hit[natural].mean()),
+        "world_acc_counterfactual": float(hit[cf].mean()),
+        "natural_share": float((pi * natural).sum(axis=1).mean()),
+        "split_natural_share": float((pi.mean(axis=0)[None] * natural).sum(axis=1).mean()),
+    }
 
 
 def self_evaluate(
@@ -182,8 +239,12 @@ def self_evaluate(
     rho = reference_probs(baseline, h, t, token)
     true_world = transition_probs(h)
     predicted, odd_mass = model_world(model, h)
+    natural = natural_contexts(h)
+    repaired = np.where(
+        natural[..., None], predicted, true_world
+    )  # the true world on counterfactual contexts
     mask = good_mask(task).astype(np.float64)[None]
-    worlds = [true_world, predicted]
+    worlds = [true_world, predicted, repaired]
     g = group_histories(pi, worlds, rho) if n_bootstrap > 0 else None
     figs = _figures(estimate(pi, worlds, rho, mask, n_bootstrap, child_rng(seed, 1), groups=g))
     ci = {}
@@ -196,6 +257,7 @@ def self_evaluate(
     world_kl = float(np.einsum("na,na->", pi, rel_entr(true_world, predicted).sum(axis=-1)) / len(h))
     return SelfEvaluation(
         **{k: float(v[0]) for k, v in figs.items() if k not in ("op_error", "imp_error")},
+        **world_errors(true_world, predicted, natural, pi),
         odd_mass=odd_mass,
         world_kl=world_kl,
         n=len(h),

@@ -7,11 +7,13 @@ naming it, so argparse prints one line (``splitseq CMD: error: argument --x: ...
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
 from typing import Any
 
+from agents.finetune_config import WORLD_MODELS
 from agents.training import BUDGETS
 
 
@@ -59,13 +61,35 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def number_type(kind: type, low: float, high: float = math.inf, strict: bool = False) -> Any:
+    """An argument type for an int or float in ``[low, high]`` (``(low, high]`` with ``strict``)."""
+    lower = f"> {low:g}" if strict else f">= {low:g}"
+    expected = (
+        f"{'an integer' if kind is int else 'a number'} in [{low:g}, {high:g}]"
+        if math.isfinite(high)
+        else f"{'an integer' if kind is int else 'a finite number'} {lower}"
+    )
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not (math.isfinite(value) and (value > low if strict else value >= low) and value <= high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid <type> value" messages
+    return parse
+
+
 # ------------------------------------------------------------------------------------ options used twice+
 def add_seed(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0, help=f"seed of {what} (default 0)")
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=nonneg_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
 
 
 def add_log_dir(p: argparse.ArgumentParser) -> None:
@@ -84,15 +108,57 @@ def add_json(p: argparse.ArgumentParser, help: str = "print the summary as JSON"
     p.add_argument("--json", action="store_true", help=help)
 
 
+def add_world_model(
+    p: argparse.ArgumentParser, default: str | None, choices: tuple[str, ...] = WORLD_MODELS
+) -> None:
+    p.add_argument(
+        "--world-model",
+        choices=choices,
+        default=default,
+        help="what the next-token training shows the model: natural (the post's, default: natural sequences "
+        "only), counterfactual (also the world's answer to uniformly drawn odd tokens)"
+        + (" or policy (finetuning: to the policy's own sampled actions)" if "policy" in choices else "")
+        + "; self-evaluation needs counterfactual contexts (docs: Results)",
+    )
+
+
 def add_budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", choices=BUDGETS, default="full", help="the size's default budget")
 
 
 # ------------------------------------------------------------------------------------------------ output
-def fail(command: str, err: Exception) -> int:
-    """Print ``err`` as one line for ``splitseq COMMAND`` and return the usage-error exit code 2."""
-    print(f"splitseq {command}: error: {err}", file=sys.stderr)
-    return 2
+def fail(command: str, err: Exception | str, code: int = 2) -> int:
+    """Print ``err`` as one line for ``splitseq COMMAND`` and return ``code`` (2: a usage error).
+
+    A message over several lines (a library's details) is joined into one; an :class:`OSError` is described
+    by :func:`describe_os_error`.
+    """
+    if isinstance(err, OSError) and not isinstance(err, ValueError):
+        err, code = describe_os_error(err)
+    text = " ".join(str(err).split()) or type(err).__name__
+    print(f"splitseq {command}: error: {text}", file=sys.stderr)
+    return code
+
+
+#: errors of the machine rather than of the command: exit code 1
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM}
+
+
+def describe_os_error(err: OSError) -> tuple[str, int]:
+    """One line for a file-system error, naming the path and what was expected, and its exit code."""
+    path = err.filename if err.filename is not None else "a file"
+    reasons = {
+        errno.EACCES: f"cannot write {path}: permission denied; choose a path you may write to",
+        errno.EPERM: f"cannot write {path}: operation not permitted; choose a path you may write to",
+        errno.EROFS: f"cannot write {path}: read-only file system; choose a writable path",
+        errno.ENOTDIR: f"{path}: a part of this path is a file, expected a directory",
+        errno.EEXIST: f"{path} exists and is a file, expected a directory",
+        errno.EISDIR: f"{path} is a directory, expected a file",
+        errno.ENOENT: f"{path}: no such file or directory",
+        errno.ENOSPC: f"no space left on the device writing {path}",
+    }
+    text = reasons.get(err.errno, f"{path}: {err.strerror or err}")
+    return text, 1 if err.errno in _MACHINE_ERRNOS else 2
 
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:

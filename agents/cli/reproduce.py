@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.cli.options import nonneg_int, positive_float, positive_int
+from agents.cli.options import add_world_model, fail, nonneg_int, positive_float, positive_int
 from agents.finetune import FINETUNE_METHODS
 from agents.pipeline import SWEEP_PRESETS, SweepConfig, SweepError, default_workers, merge_sweeps, run_sweep
 from agents.pipeline.backends import BACKENDS
@@ -26,12 +26,12 @@ SWEEP_OPTIONS: tuple[str, ...] = (
     "steps_scale",
     "threads",
     "method",
+    "world_model",
 )
 
 
 def _error(text: str) -> int:
-    print(f"reproduce: {text}", file=sys.stderr)
-    return 2
+    return fail("reproduce", text)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -65,10 +65,10 @@ def _run(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
         )
     except SweepError as e:
-        print(f"reproduce: {e}", file=sys.stderr)
+        print(f"splitseq reproduce: {e}", file=sys.stderr)
         return 1
-    except (ValueError, RuntimeError, OSError) as e:  # other settings in --out, a locked --out, no Ray, ...
-        return _error(str(e))
+    except (ValueError, TypeError, RuntimeError, OSError) as e:  # other settings, a locked --out, no Ray, ...
+        return fail("reproduce", e)
     return 0
 
 
@@ -114,6 +114,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="finetuning method: positive (the post's, default) or reinforce (with a baseline)",
     )
+    add_world_model(p, default=None)
     p.add_argument(
         "--sizes", nargs="+", default=None, metavar="SIZE", help="override the preset's model sizes"
     )

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from agents.checkpoint import CheckpointError, load_checkpoint
 from agents.cli.options import (
@@ -19,8 +20,8 @@ from agents.cli.options import (
     add_restart,
     add_seed,
     add_threads,
+    add_world_model,
     fail,
-    nonneg_int,
     positive_float,
     positive_int,
     print_summary,
@@ -40,7 +41,9 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
 def _run_pretrain(args: argparse.Namespace) -> int:
     try:
         cfg = PretrainConfig.preset(args.size, seed=args.seed, budget=args.budget)
-        overrides = _overrides(args, ("steps", "batch_size", "lr", "threads", "checkpoint_every"))
+        overrides = _overrides(
+            args, ("steps", "batch_size", "lr", "threads", "checkpoint_every", "world_model")
+        )
         if overrides:
             cfg = PretrainConfig(**{**cfg.to_dict(), **overrides})
         summary = pretrain(
@@ -70,7 +73,13 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     add_budget(p)
     p.add_argument("--batch-size", type=positive_int, default=None, help="examples per step")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
-    p.add_argument("--checkpoint-every", type=nonneg_int, default=None, help="steps between checkpoints")
+    p.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        help="steps between resumable checkpoints (default: the size's; changing it does not block a resume)",
+    )
+    add_world_model(p, default=None, choices=("natural", "counterfactual"))
     add_threads(p)
     add_log_dir(p)
     add_restart(p)
@@ -82,8 +91,15 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------------ finetune
 def _run_finetune(args: argparse.Namespace) -> int:
     try:
+        if Path(args.out).resolve() == Path(args.pretrained).resolve():
+            raise ValueError(
+                f"--out {args.out} is the pretrained checkpoint itself: finetuning would overwrite its own "
+                "input; choose another --out"
+            )
         size = load_checkpoint(args.pretrained)["meta"].get("size", "large")
-        overrides = _overrides(args, ("steps", "batch_size", "group_size", "lr", "maintenance_lr", "threads"))
+        overrides = _overrides(
+            args, ("steps", "batch_size", "group_size", "lr", "maintenance_lr", "threads", "world_model")
+        )
         cfg = FinetuneConfig.preset(
             size, task=args.task, method=args.method, seed=args.seed, budget=args.budget, **overrides
         )
@@ -135,6 +151,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr", type=positive_float, default=None, help="policy learning rate")
     p.add_argument("--maintenance-lr", type=positive_float, default=None, help="maintenance learning rate")
+    add_world_model(p, default="natural")
     add_threads(p)
     add_log_dir(p)
     add_restart(p)

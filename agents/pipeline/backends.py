@@ -1,18 +1,25 @@
 """Where units run: in this process, in a local process pool, or as Ray tasks.
 
 Every backend has the same small interface: ``slots`` (units in flight at once), ``submit(root, unit,
-sweep) -> future``, ``wait(futures) -> finished futures``, ``result(future) -> timing record`` and
-``close()``. Each runs :func:`agents.pipeline.units.execute`, which workers import from the installed
+sweep) -> future``, ``wait(futures) -> finished futures``, ``result(future) -> timing record``, ``close()``
+and ``abort()``. Each runs :func:`agents.pipeline.units.execute`, which workers import from the installed
 package.
+
+``abort()`` is for an interrupted sweep (Ctrl-C, SIGTERM): it stops the units in flight at once instead of
+waiting for them (a unit can train for minutes), and returns within seconds with every worker gone. Units
+write their outputs atomically, so a stopped unit leaves at most a temporary file, which the next run
+removes before it resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from multiprocessing import get_context
@@ -25,9 +32,16 @@ from agents.pipeline.units import execute
 BACKENDS: tuple[str, ...] = ("local", "ray")
 
 
+#: seconds an aborted worker gets to exit after SIGTERM before it is killed
+ABORT_GRACE_S = 3.0
+
+
 def _watch_parent(parent: int) -> None:
-    """In a pool worker: exit as soon as the sweep's process is gone (e.g. killed with SIGKILL), so no
-    orphan keeps writing into the sweep directory while a resumed sweep runs."""
+    """In a pool worker: leave Ctrl-C to the sweep's process (which stops the workers itself: a terminal's
+    Ctrl-C reaches every process of the foreground group), and exit as soon as the sweep's process is gone
+    (e.g. killed with SIGKILL), so no orphan keeps writing into the sweep directory while a resumed sweep
+    runs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def loop() -> None:
         while True:
@@ -36,6 +50,20 @@ def _watch_parent(parent: int) -> None:
             time.sleep(0.2)
 
     threading.Thread(target=loop, daemon=True, name="parent-watch").start()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT in this (main) thread for the block; elsewhere, do nothing."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to set
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class InlineBackend:
@@ -63,6 +91,9 @@ class InlineBackend:
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 class PoolBackend:
     """A local process pool (spawned workers, each watching the sweep process)."""
@@ -77,7 +108,10 @@ class PoolBackend:
         )
 
     def submit(self, root: str, unit: Unit, sweep: dict) -> Future:
-        return self.pool.submit(execute, root, unit, sweep)
+        # workers start inside submit; they inherit an ignored SIGINT, so a Ctrl-C while one is still
+        # importing cannot print its traceback (after start-up they ignore it themselves: _watch_parent)
+        with _sigint_ignored():
+            return self.pool.submit(execute, root, unit, sweep)
 
     def wait(self, pending: Iterable[Future]) -> set[Future]:
         done, _ = wait_futures(list(pending), return_when=FIRST_COMPLETED)
@@ -88,6 +122,27 @@ class PoolBackend:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Stop now: cancel queued units, SIGTERM the workers, SIGKILL any still alive after
+        :data:`ABORT_GRACE_S`, and reap them (``shutdown(wait=True)`` would wait for the running units)."""
+        procs = list(getattr(self.pool, "_processes", {}).values())  # the executor's own worker handles
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        stop_processes(procs, ABORT_GRACE_S)
+
+
+def stop_processes(procs: list[Any], grace: float) -> None:
+    """SIGTERM ``procs`` (``multiprocessing.Process``), then SIGKILL those alive after ``grace`` seconds."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
 
 
 class RayBackend:
@@ -115,22 +170,37 @@ class RayBackend:
             )
             self.started = True
         self.task = ray.remote(execute).options(num_cpus=threads, max_retries=0)
+        self.pending: set[Any] = set()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.slots = workers or max(1, cpus // threads)
 
     def submit(self, root: str, unit: Unit, sweep: dict) -> Any:
-        return self.task.remote(root, unit, sweep)
+        ref = self.task.remote(root, unit, sweep)
+        self.pending.add(ref)
+        return ref
 
     def wait(self, pending: Iterable[Any]) -> set[Any]:
         done, _ = self.ray.wait(list(pending), num_returns=1)
         return set(done)
 
     def result(self, ref: Any) -> dict:
+        self.pending.discard(ref)
         return self.ray.get(ref)
 
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+
+    def abort(self) -> None:
+        """Stop now: force-cancel the tasks in flight (Ray kills their workers), then shut down a Ray
+        instance this backend started."""
+        for ref in list(self.pending):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - finished or already gone: nothing left to stop
+                pass
+        self.pending.clear()
+        self.close()
 
 
 def make_backend(

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from agents.finetune import FINETUNE_METHODS
+from agents.finetune_config import FINETUNE_METHODS, WORLD_MODELS
 from agents.training import BUDGETS
 from agents.transformer import SIZES
 from seqenv.tasks import TASKS
@@ -14,6 +14,10 @@ from seqenv.validation import check_choice, check_int, check_number, check_posit
 
 #: the model sizes in increasing order (the order of :data:`agents.SIZES`)
 SIZE_ORDER: tuple[str, ...] = tuple(SIZES)
+
+
+#: settings added after sweeps were first written, with the value those sweeps ran
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, str] = {"method": "positive", "world_model": "natural"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class SweepConfig:
     :param budget: the trainers' step budget, ``"quick"`` or ``"full"``.
     :param method: the finetuning method, ``"positive"`` (the post's) or ``"reinforce"`` (REINFORCE with a
         baseline; see the training docs).
+    :param world_model: what finetuning's maintenance steps show the model: ``"natural"`` (the post's),
+        ``"counterfactual"`` or ``"policy"`` (:class:`agents.finetune_config.FinetuneConfig`).
     """
 
     preset: str = "quick"
@@ -68,6 +74,7 @@ class SweepConfig:
     threads: int = 1
     budget: str = "quick"
     method: str = "positive"
+    world_model: str = "natural"
 
     def __post_init__(self) -> None:
         for s in self.sizes:
@@ -92,6 +99,7 @@ class SweepConfig:
         check_positive_int(self.threads, "threads")
         check_choice(self.budget, "budget", BUDGETS)
         check_choice(self.method, "method", FINETUNE_METHODS)
+        check_choice(self.world_model, "world_model", WORLD_MODELS)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SweepConfig:
@@ -115,5 +123,5 @@ class SweepConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"sweep config has unknown keys {sorted(unknown)}")
-        d = {"method": "positive", **d}
+        d = {**SETTINGS_BEFORE_THEY_EXISTED, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

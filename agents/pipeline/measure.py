@@ -21,6 +21,7 @@ from agents.data import eval_set, heldout_metrics
 from agents.pipeline.config import SweepConfig
 from agents.pipeline.layout import load_histories, model_name
 from agents.reference import NaturalPolicy, OraclePolicy, UniformPolicy
+from measures.cross import optimizer_test
 
 #: bootstrap resamples behind the intervals and the identification confidence
 N_BOOTSTRAP = 1000
@@ -33,7 +34,8 @@ def policy_rows(policy: Any, histories: np.ndarray, sweep: SweepConfig) -> pd.Da
 
     :return: DataFrame with columns ``eval_task, p, success, success_lo, success_hi, baseline_success, op,
         op_lo, op_hi, op_theory, excess_op, imp, imp_lo, imp_hi, imp_min, excess_imp, identified_task,
-        id_confidence, n_histories``.
+        id_confidence, is_optimizer, natural_op, n_histories`` (``is_optimizer``: the policy optimizes the
+        identified task by :func:`measures.cross.is_optimizer`'s rule; ``natural_op``: the floor it uses).
     """
     kw = {"histories": histories, "seed": sweep.eval_seed, "n_bootstrap": N_BOOTSTRAP}
     cross = measures.cross_objective(policy, tuple(sweep.tasks), ci=True, **kw)
@@ -60,21 +62,39 @@ def policy_rows(policy: Any, histories: np.ndarray, sweep: SweepConfig) -> pd.Da
     if len(sweep.tasks) >= 2:
         ident = measures.identify_objective(policy, tuple(sweep.tasks), **kw)
         df["identified_task"], df["id_confidence"] = ident.task, ident.confidence
+        evidence = {**ident.optimizer_evidence, "optimizer": ident.optimizer}
     else:
         df["identified_task"], df["id_confidence"] = "", float("nan")
+        evidence = optimizer_test(policy, sweep.tasks[0], **kw)
+    df["is_optimizer"] = bool(evidence["optimizer"])
+    df["natural_op"] = evidence["natural_op"]
     df["n_histories"] = len(histories)
     return df
 
 
 def self_evaluation(policy: Any, histories: np.ndarray, sweep: SweepConfig) -> dict[str, float]:
-    """Self-estimated Op and Imp (docs/spec.md §4: the model's own next-token prediction as the world model), and
-    how wrong that world is on the model's own actions (``self_world_kl``, nats)."""
+    """Self-estimated Op and Imp (docs/spec.md §4: the model's own next-token prediction as the world model), how
+    wrong that world is on the model's own actions (``self_world_kl``, nats), and on natural and
+    counterfactual contexts (:class:`measures.SelfEvaluation`)."""
     # Op and Imp do not depend on the task, so one task serves; no bootstrap (the model's world does not
     # collapse into a few groups, and the intervals are not reported)
     r = measures.self_evaluate(
         policy, sweep.tasks[0], histories=histories, seed=sweep.eval_seed, n_bootstrap=0
     )
-    return {"self_op": float(r.op_self), "self_imp": float(r.imp_self), "self_world_kl": float(r.world_kl)}
+    return {
+        "self_op": r.op_self,
+        "self_imp": r.imp_self,
+        "self_world_kl": r.world_kl,
+        # where the model's world is wrong: after the sequence's own odd token, or after any other
+        "self_kl_natural": r.world_kl_natural,
+        "self_kl_counterfactual": r.world_kl_counterfactual,
+        "self_acc_natural": r.world_acc_natural,
+        "self_acc_counterfactual": r.world_acc_counterfactual,
+        "natural_share": r.natural_share,
+        "split_natural_share": r.split_natural_share,
+        "self_op_cf_true": r.op_self_cf_true,
+        "self_imp_cf_true": r.imp_self_cf_true,
+    }
 
 
 def next_token_quality(model: Any, sweep: SweepConfig) -> dict[str, float]:

@@ -45,6 +45,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "self_op",
     "self_imp",
     "identified_task",
+    "is_optimizer",
     "nt_loss",
     "acc_even",
     "acc_odd",

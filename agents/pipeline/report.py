@@ -40,11 +40,18 @@ def train_steps(root: Path, checkpoints: pd.Series) -> list[Any]:
     return [steps.get(c, pd.NA) if isinstance(c, str) else pd.NA for c in checkpoints]
 
 
+#: result columns added after sweeps were first measured (rerun the measure units to fill them)
+ADDED_COLUMNS: tuple[str, ...] = ("is_optimizer",)
+
+
 def collect(root: str | os.PathLike, units: list[Unit]) -> pd.DataFrame:
     """Concatenate the measurement units' files (in plan order) into the results table."""
     root = Path(root)
     df = pd.concat([read_csv(root / u.output) for u in units], ignore_index=True)
     df["train_steps"] = train_steps(root, df["checkpoint"])
+    for col in ADDED_COLUMNS:  # measured before the column existed: not recorded
+        if col not in df:
+            df[col] = pd.NA
     missing = [c for c in RESULT_COLUMNS if c not in df]
     if missing:
         raise ValueError(f"measurement files lack columns {missing}")
@@ -63,22 +70,44 @@ def _own(df: pd.DataFrame) -> pd.DataFrame:
     return fin[fin["train_task"] == fin["eval_task"]]
 
 
+NOT_AN_OPTIMIZER = "not an optimizer"
+
+
+def identified_as(models: pd.DataFrame) -> pd.Series:
+    """Each model's identified task, or :data:`NOT_AN_OPTIMIZER` where the optimizer rule
+    (:func:`measures.cross.is_optimizer`) rejects it (tables measured before the rule: the task as is)."""
+    optimizer = models["is_optimizer"] if "is_optimizer" in models else pd.Series(pd.NA, index=models.index)
+    rejected = optimizer.map(lambda v: v is False or str(v) == "False")
+    return models["identified_task"].where(~rejected.astype(bool), NOT_AN_OPTIMIZER)
+
+
 def headline_identification(df: pd.DataFrame) -> dict[str, Any]:
-    """Objective identification over finetuned models: accuracy, chance level and the confusion matrix
-    (rows: training task, columns: identified task)."""
+    """Objective identification over finetuned models: accuracy, chance level and the confusion matrix (rows:
+    training task, columns: identified task or "not an optimizer"). A model counts as correct only when it is
+    an optimizer of its training task. ``false_optimizers`` lists the policies that pursue no task (uniform,
+    natural, pretrained) that the rule calls optimizers (there should be none)."""
     models = _finetuned(df).drop_duplicates("model")
     tasks = sorted(set(models["train_task"]) | set(_finetuned(df)["eval_task"]))
-    cm = pd.crosstab(models["train_task"], models["identified_task"]).reindex(
-        index=tasks, columns=tasks, fill_value=0
+    labels = identified_as(models)
+    cm = pd.crosstab(models["train_task"], labels).reindex(
+        index=tasks, columns=[*tasks, NOT_AN_OPTIMIZER], fill_value=0
     )
     n = len(models)
-    correct = int((models["train_task"] == models["identified_task"]).sum())
+    correct = int((models["train_task"] == labels).sum())
+    recorded = bool("is_optimizer" in df and df["is_optimizer"].notna().any())
+    # the policies that pursue no task: uniform, natural and the pretrained predictors (oracles do pursue one)
+    others = df[(df["kind"] != "finetuned") & ~df["model"].str.startswith("oracle-")].drop_duplicates("model")
+    false_opt = sorted(others["model"][identified_as(others) != NOT_AN_OPTIMIZER]) if recorded else []
     return {
         "accuracy": correct / n if n else float("nan"),
         "correct": correct,
         "n": n,
         "chance": 1 / len(tasks) if tasks else float("nan"),
         "confusion": cm,
+        "not_optimizers": int((labels == NOT_AN_OPTIMIZER).sum()),
+        "false_optimizers": false_opt,
+        "others": len(others),
+        "recorded": recorded,
     }
 
 
@@ -223,6 +252,56 @@ def reference_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: self-evaluation columns of the results table added with the natural/counterfactual split
+SELF_EVAL_COLUMNS = (
+    "self_acc_natural",
+    "self_acc_counterfactual",
+    "self_kl_natural",
+    "self_kl_counterfactual",
+    "split_natural_share",
+    "self_op_cf_true",
+)
+
+
+def self_evaluation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per trained model: measured and self-evaluated Op, the model's world on natural and counterfactual
+    contexts (accuracy on the next even token, chance 0.125; KL to the true world), the share of natural
+    contexts in the split future, and self-evaluated Op with the true world on counterfactual contexts."""
+    rows = df[df["kind"] != "reference"]
+    rows = rows[(rows["train_task"] == rows["eval_task"]) | (rows["kind"] == "pretrained")]
+    rows = rows.drop_duplicates("model")
+    out = pd.DataFrame(
+        {
+            "model": rows["model"],
+            "Op": rows["op"].map(_num),
+            "self Op": rows["self_op"].map(_num),
+            "self Op, true world on cf.": rows["self_op_cf_true"].map(_num),
+            "acc natural": rows["self_acc_natural"].map(_num),
+            "acc counterfactual": rows["self_acc_counterfactual"].map(_num),
+            "KL natural": rows["self_kl_natural"].map(_num),
+            "KL counterfactual": rows["self_kl_counterfactual"].map(_num),
+            "natural share of F'": rows["split_natural_share"].map(_num),
+        }
+    )
+    return out.reset_index(drop=True)
+
+
+def self_evaluation_section(df: pd.DataFrame) -> list[str]:
+    """The report's self-evaluation table (nothing for tables measured before its columns existed)."""
+    if not set(SELF_EVAL_COLUMNS) <= set(df.columns) or df["self_acc_natural"].isna().all():
+        return []
+    return [
+        "### Self-evaluation: where the model's world is wrong",
+        "",
+        "A context `h ⊕ (8 + a)` is *natural* when `a` is the odd token the sequence itself would write, "
+        "*counterfactual* otherwise. The split-history future F' consists mostly of counterfactual contexts. "
+        "Accuracy: how often the model's most probable next even token is the world's (chance 0.125).",
+        "",
+        _table(self_evaluation_table(df)),
+        "",
+    ]
+
+
 def _timing_text(root: Path) -> str:
     path = root / TIMINGS_FILE
     if not path.exists():
@@ -268,6 +347,16 @@ def headline_table(ident: dict, corr: dict, bound: dict, floor: dict) -> str:
             "separates the objectives by implied vs measured Op",
         ),
         (
+            "uniform, natural and pretrained policies called optimizers",
+            (
+                f"**{len(ident['false_optimizers'])}/{ident['others']}**"
+                + (f" ({', '.join(ident['false_optimizers'])})" if ident["false_optimizers"] else "")
+                if ident["recorded"]
+                else "not recorded (measured before the optimizer rule)"
+            ),
+            "(not examined)",
+        ),
+        (
             "own-task Op vs Op_theory(s, p)",
             (
                 f"**r = {corr['r']:.3f}**"
@@ -311,7 +400,8 @@ def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]
         + ". "
         f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
         f"histories (seed {sweep.eval_seed}). Written {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` "
-        f"({os.cpu_count()} CPUs), {code_version()}, {sweep.threads} torch thread(s) per unit.",
+        f"({os.cpu_count()} CPUs), {code_version()}, {sweep.threads} torch thread(s) per unit; finetuning's "
+        f"maintenance world model: {sweep.world_model}.",
         "",
         _timing_text(root),
         "",
@@ -321,7 +411,10 @@ def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]
         "",
         "### Objective identification: confusion matrix",
         "",
-        "Rows: the task a model was finetuned on; columns: the task whose implied Op best matches its measured Op.",
+        "Rows: the task a model was finetuned on; columns: the task whose implied Op best matches its measured Op, "
+        "or *not an optimizer* where the model's success does not beat the split baseline and chance, or its Op "
+        "does not exceed the sequence's own (the natural policy's), beyond their intervals "
+        "(`measures.cross.is_optimizer`).",
         "",
         _table(
             ident["confusion"]
@@ -340,6 +433,7 @@ def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]
         "",
         _table(size_summary(df)),
         "",
+        *self_evaluation_section(df),
         "### Reference policies",
         "",
         (

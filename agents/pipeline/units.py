@@ -51,14 +51,19 @@ def scale_steps(cfg: Any, k: float) -> Any:
 def pretrain_config(sweep: SweepConfig, size: str, seed: int) -> PretrainConfig:
     """The config of one pretraining: the agents' recommended config for the size and the sweep's budget
     (:meth:`PretrainConfig.preset`), every step count times ``steps_scale``."""
-    return scale_steps(PretrainConfig.preset(size, seed=seed, budget=sweep.budget), sweep.steps_scale)
+    # every world model but the post's also pretrains on counterfactual contexts (uniform actions)
+    world = "natural" if sweep.world_model == "natural" else "counterfactual"
+    cfg = PretrainConfig.preset(size, seed=seed, budget=sweep.budget, world_model=world)
+    return scale_steps(cfg, sweep.steps_scale)
 
 
 def finetune_config(sweep: SweepConfig, size: str, seed: int, task: str) -> FinetuneConfig:
     """The config of one finetuning with the sweep's method (default the post's positive-only): the agents'
     recommended config for the method, size and budget (:meth:`FinetuneConfig.preset`), every step count
     times ``steps_scale``."""
-    cfg = FinetuneConfig.preset(size, task=task, method=sweep.method, seed=seed, budget=sweep.budget)
+    cfg = FinetuneConfig.preset(
+        size, task=task, method=sweep.method, seed=seed, budget=sweep.budget, world_model=sweep.world_model
+    )
     return scale_steps(cfg, sweep.steps_scale)
 
 

@@ -110,3 +110,53 @@ class Broken:
 def test_bad_models_raise(model, error, match):
     with pytest.raises(error, match=match):
         measures.self_evaluate(model, histories=HIST[:64], n_bootstrap=0)
+
+
+class OraclePredictingNaturalOnly(ExactPredictor):
+    """Acts as the ngood4 oracle; predicts the world exactly after the sequence's own odd token and, after any
+    other action, the world's answer to the natural token (the mistake of a model only trained on natural
+    sequences)."""
+
+    def next_token_probs(self, contexts):
+        natural = contexts.copy()
+        natural[:, -1] = 8 + deterministic_next(contexts[:, -17:-1])
+        return super().next_token_probs(natural)
+
+
+def test_world_errors_are_split_into_natural_and_counterfactual_contexts():
+    exact = measures.self_evaluate(ExactPredictor(), histories=HIST, n_bootstrap=0)
+    assert exact.world_kl_natural == pytest.approx(0, abs=1e-12) and exact.world_acc_counterfactual == 1.0
+    r = measures.self_evaluate(OraclePredictingNaturalOnly(), histories=HIST, n_bootstrap=0)
+    assert r.world_kl_natural == pytest.approx(0, abs=1e-12) and r.world_acc_natural == 1.0
+    # after another action the predicted token is the natural one's outcome: right only when both agree
+    natural = measures.self_eval.natural_contexts(HIST)
+    d = deterministic_next(
+        np.concatenate(
+            [np.repeat(HIST[:, None, 1:], 8, 1), (8 + np.arange(8))[None, :, None].repeat(len(HIST), 0)],
+            axis=2,
+        )[..., -16:]
+    )
+    agree = (d == d[natural][:, None])[~natural].mean()
+    assert r.world_acc_counterfactual == pytest.approx(agree, abs=1e-12) and agree < 0.25
+    assert r.world_kl_counterfactual > 2.0
+    # the split future is built from other histories' actions: this history's natural token only by chance
+    pi = OraclePredictingNaturalOnly().action_probs(HIST)
+    assert r.natural_share == pytest.approx((pi * natural).sum(1).mean(), abs=1e-12)
+    assert r.split_natural_share == pytest.approx((pi.mean(0) * natural).sum(1).mean(), abs=1e-12)
+    assert r.split_natural_share < 0.25
+    # putting the true world back on counterfactual contexts restores the measured figures exactly here
+    assert r.op_self_cf_true == pytest.approx(r.op, abs=1e-12) and r.imp_self_cf_true == pytest.approx(
+        r.imp, abs=1e-12
+    )
+    assert abs(r.op_self - r.op) > 0.05
+
+
+def test_shares_of_natural_contexts_for_a_policy_that_always_writes_the_natural_token():
+    class Natural(ExactPredictor):
+        def action_probs(self, histories, temperature=0.0):
+            return np.eye(8)[deterministic_next(histories[:, -16:])]
+
+    r = measures.self_evaluate(Natural(), histories=HIST, n_bootstrap=0)
+    assert r.natural_share == 1.0
+    counts = np.bincount(deterministic_next(HIST[:, -16:]), minlength=8) / len(HIST)
+    assert r.split_natural_share == pytest.approx((counts**2).sum(), abs=1e-12)

@@ -481,3 +481,24 @@ def test_bad_sweep_settings_are_one_line(argv, expected, tmp_path, capsys):
     assert reproduce_main(["--out", str(tmp_path / "x"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and expected in err
+
+
+def test_results_say_which_policies_are_optimizers(results):
+    by_model = results.drop_duplicates("model").set_index("model")["is_optimizer"].astype(bool)
+    assert not by_model["uniform"] and not by_model["natural"] and not by_model["tiny-s0-pretrained"]
+    assert all(by_model[f"oracle-{t}"] for t in quick_config().tasks)
+    ident = report.headline_identification(results)
+    assert ident["recorded"] and ident["false_optimizers"] == []
+    assert ident["confusion"].to_numpy().sum() == 3 and "not an optimizer" in ident["confusion"].columns
+    # the rule's floor is the natural policy's Op on the same histories
+    natural = results[results["model"] == "natural"]
+    assert np.allclose(results["natural_op"], natural["op"].iloc[0], rtol=0, atol=1e-12)
+
+
+def test_self_evaluation_splits_the_world_error_by_context(results):
+    trained = results[results["kind"] != "reference"]
+    for col in ("self_acc_natural", "self_acc_counterfactual", "split_natural_share"):
+        assert trained[col].between(0, 1).all(), col
+    assert (trained["self_kl_natural"] >= 0).all() and (trained["self_kl_counterfactual"] >= 0).all()
+    # models trained on natural sequences only know the world after the sequence's own odd token
+    assert (trained["self_acc_natural"] > trained["self_acc_counterfactual"]).all()
