@@ -1,6 +1,7 @@
-"""The exact split-history estimator of docs/spec.md §4, with a bootstrap over histories.
+"""The exact split-history estimator of docs/spec.md §4, with a bootstrap over histories, for any finite world.
 
-Given action probabilities ``pi (N, 8)`` and a world model ``T (N, 8, 8)`` indexed ``[i, a, x]``::
+Given action probabilities ``pi (N, A)`` and a world model ``T (N, A, X)`` indexed ``[i, a, x]`` (history,
+action, outcome; SplitSeq has ``A = X = 8``, a tabular MDP has its own, see :mod:`measures.mdp`)::
 
     F      = mean_i sum_a pi(a|h_i) T(.|h_i, a)          # the future the policy makes
     M(x|a) = mean_i T(x|h_i, a)                          # the world averaged over histories
@@ -8,31 +9,37 @@ Given action probabilities ``pi (N, 8)`` and a world model ``T (N, 8, 8)`` index
     Op     = mean_j H(F'_j) - H(F)
     Imp    = mean_j KL(F || F'_j) = -H(F) - sum_x F(x) mean_j ln F'_j(x)
 
-so the cost is O(N * 64), not O(N^2). With a single reference future (baseline policy ``rho``)
+so the cost is O(N * A * X) (O(N * 64) for SplitSeq), not O(N^2). With a single reference future (baseline policy ``rho``)
 ``F' = mean_i sum_a rho(a|h_i) T(.|h_i, a)``, ``Op = H(F') - H(F)``, ``Imp = KL(F || F')``.
 
 A jackknife (:func:`jackknife`) gives the acceleration of the BCa intervals (:mod:`measures.intervals`).
 
 Everything is a weighted average over histories, so histories with identical ``(pi, rho, T)`` rows
-collapse into one group with a weight: a greedy policy in the true world has at most 8 x 16 groups
+collapse into one group with a weight: a greedy policy in SplitSeq's true world has at most 8 x 16 groups
 (``T`` depends on a history only through 15 tokens' log-sum). The bootstrap resamples the N histories
 with replacement; the resampled count of each group is then exactly multinomial, so 1000 resamples
 cost 1000 x (groups) work instead of 1000 x N.
+
+Every figure is a function of one weighting of the groups, so the resampling is separate from the
+estimator: :func:`resample_weights` and :func:`jackknife_weights` produce the weightings and
+:func:`weighted_stats` evaluates them; other estimators with the same ``Draws`` output (the general split
+futures of :mod:`measures.pairwise`) reuse the same resampling.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import entr, rel_entr
 
-from seqenv.sequence import N_OUT
 from seqenv.validation import check_int
 
-_CHUNK_ELEMENTS = 1 << 20  # bound on (resamples x groups x 8) floats held at once (cache-sized chunks)
+#: bound on (resamples x groups x outcomes) floats held at once (cache-sized chunks)
+CHUNK_ELEMENTS = 1 << 20
 # Bootstrap resamples of a split with more groups than this (a stochastic policy: one group per history)
-# evaluate the (groups x resamples x 8) split futures in float32: 2.5x faster, errors ~1e-6 nats, far
+# evaluate the (groups x resamples x outcomes) split futures in float32: 2.5x faster, errors ~1e-6 nats, far
 # below the width of any interval. The estimate itself (row 0) is always float64.
 _FLOAT32_GROUPS = 256
 #: Jackknife rows behind the BCa acceleration: one per group of identical histories while there are at most
@@ -48,9 +55,9 @@ class Groups:
     """Histories collapsed by identical ``(pi, rho, T, ...)`` rows.
 
     :param counts: ``(G,)`` number of histories in each group (sums to ``n``).
-    :param pi: ``(G, 8)`` action probabilities of the measured policy.
-    :param worlds: one ``(G, 8, 8)`` world model per world (the true world, a model's prediction, ...).
-    :param rho: ``(G, 8)`` reference action probabilities, or ``None`` for the split history.
+    :param pi: ``(G, A)`` action probabilities of the measured policy.
+    :param worlds: one ``(G, A, X)`` world model per world (the true world, a model's prediction, ...).
+    :param rho: ``(G, A)`` reference action probabilities, or ``None`` for the split history.
     :param n: number of histories.
     """
 
@@ -118,22 +125,23 @@ def group_histories(
 class Draws:
     """Estimates for a batch of history weightings: row 0 is the sample itself, rows 1.. bootstrap resamples.
 
-    Per world ``w`` (axis 1) and task ``k`` (last axis of ``s``/``s_prime``).
+    Per world ``w`` (axis 1), outcome ``x`` and task ``k`` (last axis of ``s``/``s_prime``).
     """
 
     op: np.ndarray  # (B, W)
     imp: np.ndarray  # (B, W)
     entropy: np.ndarray  # (B, W)   H(F)
     baseline_entropy: np.ndarray  # (B, W)   mean_j H(F'_j) or H(F')
-    future: np.ndarray  # (B, W, 8)   F
-    baseline_future: np.ndarray  # (B, W, 8)   mean_j F'_j or F'
+    future: np.ndarray  # (B, W, X)   F
+    baseline_future: np.ndarray  # (B, W, X)   mean_j F'_j or F'
     s: np.ndarray  # (B, W, K)
     s_prime: np.ndarray  # (B, W, K)
 
 
-def _matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for a tall ``a`` ``(G, 8)``: single-threaded einsum for one weighting, BLAS for a batch."""
-    if b.shape[1] <= N_OUT:
+def _matmul_rows(a: np.ndarray, b: np.ndarray, n_out: int) -> np.ndarray:
+    """``a @ b`` for a tall ``a`` ``(G, A)`` and ``b`` ``(A, B * n_out)``: single-threaded einsum for one
+    weighting (``B = 1``), BLAS for a batch."""
+    if b.shape[1] <= n_out:
         return np.einsum("ga,ak->gk", a, b)
     return a @ b
 
@@ -145,24 +153,32 @@ def _weighted_sum(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     return weights @ x
 
 
-def _weighted_stats(
+def weighted_stats(
     weights: np.ndarray, g: Groups, masks: np.ndarray, split_dtype: type = np.float64
 ) -> Draws:
-    """Measures for each row of ``weights`` ``(B, G)`` (rows sum to 1) in every world of ``g``."""
+    """Measures for each row of ``weights`` ``(B, G)`` (rows sum to 1) in every world of ``g``.
+
+    :param weights: one weighting of the groups per row (the sample: ``counts / n``; a bootstrap resample:
+        :func:`resample_weights`; a jackknife row: :func:`jackknife_weights`).
+    :param g: the grouped histories; each world ``(G, A, X)``.
+    :param masks: ``(K, X)`` good masks, one per task.
+    :param split_dtype: float type of the split futures (float32 for large bootstrap batches).
+    """
     b, n_groups = weights.shape
     out: dict[str, list[np.ndarray]] = {k: [] for k in Draws.__dataclass_fields__}
     for world in g.worlds:
+        _, n_act, n_out = world.shape
         f = np.einsum("ga,gax->gx", g.pi, world)  # each group's own future
-        future = _weighted_sum(weights, f)  # (B, 8)
+        future = _weighted_sum(weights, f)  # (B, X)
         h_future = entr(future).sum(axis=1)
         if g.rho is None:
             m = _weighted_sum(weights, world.reshape(n_groups, -1)).reshape(
-                b, N_OUT, N_OUT
+                b, n_act, n_out
             )  # M(x|a) per resample
-            # F'_j of every group under every resample in one product: (G, 8) @ (8, B*8) -> (G, B, 8)
+            # F'_j of every group under every resample in one product: (G, A) @ (A, B*X) -> (G, B, X)
             pi_s, m_s, w_s = (x.astype(split_dtype, copy=False) for x in (g.pi, m, weights))
-            f_split = _matmul_rows(pi_s, m_s.transpose(1, 0, 2).reshape(N_OUT, b * N_OUT)).reshape(
-                n_groups, b, N_OUT
+            f_split = _matmul_rows(pi_s, m_s.transpose(1, 0, 2).reshape(n_act, b * n_out), n_out).reshape(
+                n_groups, b, n_out
             )
             with np.errstate(divide="ignore", invalid="ignore"):
                 log_split = np.log(f_split)
@@ -204,10 +220,10 @@ def estimate(
 ) -> Draws:
     """The exact measures on the sample (row 0) followed by ``n_bootstrap`` resamples of the histories.
 
-    :param pi: ``(N, 8)`` action probabilities of the measured policy.
-    :param worlds: ``(N, 8, 8)`` world models ``[i, a, x]`` (the true ``T``, a model's prediction, ...).
-    :param rho: ``(N, 8)`` reference action probabilities, or ``None`` for the split history.
-    :param masks: ``(K, 8)`` float/bool good masks, one per task.
+    :param pi: ``(N, A)`` action probabilities of the measured policy.
+    :param worlds: ``(N, A, X)`` world models ``[i, a, x]`` (the true ``T``, a model's prediction, ...).
+    :param rho: ``(N, A)`` reference action probabilities, or ``None`` for the split history.
+    :param masks: ``(K, X)`` float/bool good masks, one per task.
     :param n_bootstrap: resamples of the N histories with replacement (0 for none).
     :param rng: generator for the resampling.
     :param groups: ``group_histories(pi, worlds, rho)`` if the caller has it already (it also needs it for a
@@ -217,28 +233,51 @@ def estimate(
     n = len(pi)
     # the estimate itself straight from the histories (no grouping needed, always float64)
     ungrouped = Groups(counts=np.ones(n, dtype=np.int64), pi=pi, worlds=tuple(worlds), rho=rho, n=n)
-    parts = [_weighted_stats(np.full((1, n), 1.0 / n), ungrouped, masks)]
+    parts = [weighted_stats(np.full((1, n), 1.0 / n), ungrouped, masks)]
     if n_bootstrap > 0:
         if rng is None:
             raise ValueError("a bootstrap needs rng=")
         g = group_histories(pi, worlds, rho) if groups is None else groups
-        chunk = _chunk_rows(g)
         split_dtype = np.float32 if len(g.counts) > _FLOAT32_GROUPS else np.float64
-        done = 0
-        while done < n_bootstrap:
-            k = min(chunk, n_bootstrap - done)
-            counts = rng.multinomial(g.n, g.counts / g.n, size=k)
-            parts.append(_weighted_stats(counts / g.n, g, masks, split_dtype))
-            done += k
-    return _concat(parts)
+        for weights in resample_weights(g.counts, n_bootstrap, rng, chunk_rows(g)):
+            parts.append(weighted_stats(weights, g, masks, split_dtype))
+    return concat(parts)
 
 
-def _chunk_rows(g: Groups) -> int:
-    """History weightings per :func:`_weighted_stats` call that keep its arrays within ``_CHUNK_ELEMENTS``."""
-    return max(1, _CHUNK_ELEMENTS // (len(g.counts) * N_OUT * (1 if g.rho is not None else 2)))
+def resample_weights(
+    counts: np.ndarray, n_bootstrap: int, rng: np.random.Generator, chunk: int, by: str = "group"
+) -> Iterator[np.ndarray]:
+    """Bootstrap weightings of grouped histories, ``chunk`` resamples ``(k, G)`` at a time.
+
+    Resampling the ``n = counts.sum()`` histories with replacement gives each group a multinomial count;
+    each row is those counts over ``n``. ``by="group"`` draws the multinomial counts directly (cheap with few
+    groups: SplitSeq's greedy policies); ``by="history"`` draws ``n`` history indices per resample and counts
+    them (cheap when most groups hold one history, as the states of a tabular world do). Both are exact
+    bootstrap resamples; they use ``rng`` differently. The draws depend only on the arguments, so two
+    estimators fed the same arguments see the same resamples.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n = int(counts.sum())
+    group_of = np.repeat(np.arange(len(counts)), counts) if by == "history" else None
+    done = 0
+    while done < n_bootstrap:
+        k = min(chunk, n_bootstrap - done)
+        if group_of is None:
+            yield rng.multinomial(n, counts / n, size=k) / n
+        else:
+            picks = group_of[rng.integers(0, n, size=(k, n))] + len(counts) * np.arange(k)[:, None]
+            yield np.bincount(picks.ravel(), minlength=k * len(counts)).reshape(k, len(counts)) / n
+        done += k
 
 
-def _concat(parts: list[Draws]) -> Draws:
+def chunk_rows(g: Groups) -> int:
+    """History weightings per :func:`weighted_stats` call that keep its arrays within ``CHUNK_ELEMENTS``."""
+    n_out = g.worlds[0].shape[2]
+    return max(1, CHUNK_ELEMENTS // (len(g.counts) * n_out * (1 if g.rho is not None else 2)))
+
+
+def concat(parts: list[Draws]) -> Draws:
+    """One :class:`Draws` from several batches of rows, in order."""
     return Draws(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in Draws.__dataclass_fields__})
 
 
@@ -254,29 +293,43 @@ def jackknife(
     influence values over ``sqrt(N)``) at a fixed cost.
 
     :param g: the histories grouped by :func:`group_histories`.
-    :param masks: ``(K, 8)`` good masks, one per task.
+    :param masks: ``(K, X)`` good masks, one per task.
     :param rng: deals the histories into blocks (unused when there are at most ``max_rows`` groups).
     :return: ``(draws, multiplicities)``: ``J`` rows of measures and their ``(J,)`` weights.
     """
-    max_rows = check_int(max_rows, "max_rows", 2)
     masks = np.asarray(masks, dtype=np.float64)
-    n, n_groups = g.n, len(g.counts)
+    weights, mult = jackknife_weights(g.counts, rng, max_rows)
+    chunk = chunk_rows(g)
+    # float64 throughout: leave-one-out values differ from each other by O(1/N)
+    parts = [weighted_stats(weights[i : i + chunk], g, masks) for i in range(0, len(weights), chunk)]
+    return concat(parts), mult
+
+
+def jackknife_weights(
+    counts: np.ndarray, rng: np.random.Generator, max_rows: int = JACKKNIFE_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
+    """The weightings of a jackknife over grouped histories (see :func:`jackknife`): ``(J, G)`` rows summing
+    to 1 and their ``(J,)`` multiplicities.
+
+    :param counts: ``(G,)`` histories per group (``n = counts.sum() >= 2``).
+    :param rng: deals the histories into blocks when there are more than ``max_rows`` groups.
+    :param max_rows: the most jackknife rows.
+    """
+    max_rows = check_int(max_rows, "max_rows", 2)
+    counts = np.asarray(counts, dtype=np.int64)
+    n, n_groups = int(counts.sum()), len(counts)
     if n < 2:
         raise ValueError(f"a jackknife needs at least 2 histories, got {n}")
     if n_groups <= max_rows:
         left = np.diag(np.ones(n_groups, dtype=np.int64))
-        mult = g.counts.astype(np.float64)
+        mult = counts.astype(np.float64)
     else:
         blocks = min(max_rows, n)
-        group_of = np.repeat(np.arange(n_groups), g.counts)
+        group_of = np.repeat(np.arange(n_groups), counts)
         block_of = rng.permutation(n) % blocks
         left = np.bincount(block_of * n_groups + group_of, minlength=blocks * n_groups).reshape(
             blocks, n_groups
         )
         mult = np.ones(blocks)
-    kept = g.counts[None] - left
-    weights = kept / kept.sum(axis=1, keepdims=True)
-    chunk = _chunk_rows(g)
-    # float64 throughout: leave-one-out values differ from each other by O(1/N)
-    parts = [_weighted_stats(weights[i : i + chunk], g, masks) for i in range(0, len(weights), chunk)]
-    return _concat(parts), mult
+    kept = counts[None] - left
+    return kept / kept.sum(axis=1, keepdims=True), mult
