@@ -27,7 +27,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from agents.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from agents.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    check_writable,
+    load_checkpoint,
+    save_checkpoint,
+)
 from agents.transformer import SplitSeqTransformer
 from seqenv.validation import check_number
 
@@ -152,25 +158,47 @@ class RunningMeans:
 
 
 # -------------------------------------------------------------------------------------------------- runs
+#: config fields that change how a run is saved, not what it computes: a resume may change them
+RESUME_FREE = ("checkpoint_every",)
+#: how to start afresh over an existing run, in the words of the command line and of Python
+RESTART_HINT = "or start afresh over it with --restart (resume=False in Python)"
+
+
+#: config fields added after checkpoints were first written, with the value every older run used; a checkpoint
+#: without one of them resumes under a config that has this value
+ADDED_SETTINGS: dict[str, Any] = {"world_model": "natural", "counterfactual_share": 0.5}
+
+
 def resume_checkpoint(out: Path, config: dict[str, Any], kind: str) -> dict[str, Any] | None:
     """The checkpoint of an earlier run of ``config`` at ``out`` (finished or not), or None when there is none.
+
+    Fields of :data:`RESUME_FREE` (how often to checkpoint) may differ: they change no result.
 
     :raises CheckpointError: ``out`` holds something else: another kind, no train state, another config.
     """
     if not out.exists():
         return None
-    ckpt = load_checkpoint(out)
+    try:
+        ckpt = load_checkpoint(out)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{out} exists and is not a resumable {kind} checkpoint ({e}); choose another output path "
+            f"{RESTART_HINT}, which overwrites it"
+        ) from None
     state = ckpt.get("train_state")
     if ckpt["kind"] != kind or not isinstance(state, dict) or "config" not in state:
         raise CheckpointError(
-            f"{out} exists and is not a resumable {kind} checkpoint of this run; choose another --out "
-            f"or pass resume=False to overwrite it"
+            f"{out} exists and is not a resumable {kind} checkpoint of this run; choose another output path "
+            f"{RESTART_HINT}, which overwrites it"
         )
-    if state["config"] != config:
-        diff = {k: (state["config"].get(k), v) for k, v in config.items() if state["config"].get(k) != v}
+    # settings added after the checkpoint was written: it ran with the value that reproduces the old behaviour
+    saved = {**ADDED_SETTINGS, **state["config"]}
+    diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v and k not in RESUME_FREE}
+    if diff:
+        changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise CheckpointError(
-            f"{out} holds a run with a different config (saved vs requested: {diff}); choose another --out "
-            f"or pass resume=False to overwrite it"
+            f"{out} holds a run with other settings (saved -> requested: {changes}); rerun with the saved "
+            f"settings to resume it, choose another output path, {RESTART_HINT}, which overwrites it"
         )
     return ckpt
 
@@ -194,6 +222,7 @@ class TrainingRun:
         self, out: str | Path, kind: str, config: Any, columns: tuple[str, ...], resume: bool = True
     ):
         self.out, self.kind, self.config, self.columns = Path(out), kind, config, columns
+        check_writable(self.out)  # now, not after the first hour of training
         ckpt = resume_checkpoint(self.out, config.to_dict(), kind) if resume else None
         self.state: dict[str, Any] | None = None if ckpt is None else ckpt["train_state"]
         self.weights: dict[str, torch.Tensor] | None = None if ckpt is None else ckpt["model"]

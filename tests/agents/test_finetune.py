@@ -290,7 +290,7 @@ def test_resume_after_interruption_is_bit_identical(pretrained, tmp_path):
     a, b = load_checkpoint(tmp_path / "full.pt")["model"], load_checkpoint(tmp_path / "res.pt")["model"]
     assert all(torch.equal(v, b[k]) for k, v in a.items())
     assert resumed["success"] == full["success"] and resumed["maintenance_acc"] == full["maintenance_acc"]
-    with pytest.raises(CheckpointError, match="different config"):
+    with pytest.raises(CheckpointError, match=r"holds a run with other settings .*--restart"):
         finetune(
             pretrained, ft_cfg(method="positive", checkpoint_every=5), tmp_path / "res.pt", progress=False
         )
@@ -388,3 +388,17 @@ def test_the_world_model_option_is_recorded_and_resumes_bit_identically(pretrain
     assert c["meta"]["finetune"]["world_model"] == "natural"
     with pytest.raises(ValueError, match="world_model"):
         ft_cfg(world_model="imagined")
+
+
+def test_a_run_checkpointed_before_the_world_model_setting_existed_resumes(pretrained, tmp_path):
+    cfg = ft_cfg(checkpoint_every=5)
+    finetune(pretrained, cfg, tmp_path / "full.pt", progress=False)
+    finetune(pretrained, cfg, tmp_path / "old.pt", progress=False, stop_after=7)
+    ckpt = torch.load(tmp_path / "old.pt", weights_only=True)
+    for key in ("world_model", "counterfactual_share"):  # what a checkpoint of the older code holds
+        del ckpt["train_state"]["config"][key]
+    ckpt["train_state"]["data"].pop("counterfactual_rng")
+    torch.save(ckpt, tmp_path / "old.pt")
+    finetune(pretrained, cfg, tmp_path / "old.pt", progress=False)
+    a, b = load_checkpoint(tmp_path / "full.pt")["model"], load_checkpoint(tmp_path / "old.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
