@@ -11,30 +11,48 @@ policies built on it (:mod:`agents.reference`, :mod:`agents.sb3`), then :mod:`ag
 """
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agents.checkpoint import CheckpointError, convert_checkpoint, load_model, save_checkpoint
-from agents.loading import load
-from agents.policy import AgentPolicy, Policy, PolicyBase
-from agents.transformer import SIZES, SplitSeqTransformer, TransformerConfig, count_parameters
+if TYPE_CHECKING:  # pragma: no cover - for type checkers; at run time every name is served on first use
+    from agents.checkpoint import CheckpointError, convert_checkpoint, load_model, save_checkpoint
+    from agents.finetune import FinetuneConfig
+    from agents.loading import load
+    from agents.policy import AgentPolicy, Policy, PolicyBase
+    from agents.pretrain import PretrainConfig
+    from agents.reference import NaturalPolicy, OraclePolicy, UniformPolicy
+    from agents.transformer import SIZES, SplitSeqTransformer, TransformerConfig, count_parameters
 
-#: names served lazily (their modules import pandas, gymnasium and tqdm), by module
+#: names served on first use, by module: ``import agents`` itself imports nothing heavy (torch, pandas), so
+#: the ``splitseq`` command can take over Ctrl-C before its imports start
 _LAZY = {
+    "agents.checkpoint": ("CheckpointError", "convert_checkpoint", "load_model", "save_checkpoint"),
+    "agents.loading": ("load",),
+    "agents.policy": ("AgentPolicy", "Policy", "PolicyBase"),
+    "agents.transformer": ("SIZES", "SplitSeqTransformer", "TransformerConfig", "count_parameters"),
     "agents.pretrain": ("PretrainConfig",),
     "agents.finetune": ("FinetuneConfig",),
     "agents.reference": ("NaturalPolicy", "OraclePolicy", "UniformPolicy"),
 }
-#: submodules served lazily as attributes (``agents.reference`` after a bare ``import agents``)
-_LAZY_MODULES = ("reference",)
+_OWNER = {name: module for module, names in _LAZY.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f"agents.{name}")
-    for module, names in _LAZY.items():
-        if name in names:
-            return getattr(importlib.import_module(module), name)
+    if name in _OWNER:
+        value = getattr(importlib.import_module(_OWNER[name]), name)
+        globals()[name] = value  # served once
+        return value
+    # a submodule as an attribute (``agents.reference`` after ``import agents``)
+    if not name.startswith("__"):
+        try:
+            return importlib.import_module(f"agents.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"agents.{name}":
+                raise
     raise AttributeError(f"module 'agents' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_OWNER))
 
 
 __all__ = [

@@ -15,11 +15,13 @@ environment) are refused with a message naming :func:`convert_checkpoint`, which
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import tempfile
 import types
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,27 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or not what was expected."""
 
 
+def _umask() -> int:
+    """The process's umask: from ``/proc/self/status`` on Linux (no side effect), else by setting it and
+    putting it back (the only portable way; another thread creating a file in between could see 0o022)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``: readers never see half a file."""
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``: readers never see half a file.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it (``0o666`` less the umask, e.g.
+    ``rw-r--r--``), not the owner-only mode of the temporary file, so a shared directory stays readable.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -44,12 +65,26 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail now, not after hours of training, if ``path`` cannot be written: create its directory and a
+    scratch file beside it (removed again). Raises the :class:`OSError` naming the path that is in the way."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
     return path
 
 
@@ -82,12 +117,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, expected a checkpoint file")
+    if _is_sb3_zip(path):
+        raise CheckpointError(
+            f"{path} is a Stable-Baselines3 zip, expected a SplitSeq .pt checkpoint (from splitseq pretrain or "
+            "finetune); agents.load and splitseq measure read SB3 zips, and splitseq ppo trains from a .pt"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         objects = _pickled_objects(path)
         if not objects:
-            raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+            if not zipfile.is_zipfile(path):  # torch.save writes zip files: this one is something else
+                raise CheckpointError(
+                    f"{path} is not a readable checkpoint: not a file torch.save wrote (truncated, corrupt or "
+                    "another format)"
+                ) from None
+            raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(e)})") from None
         raise CheckpointError(
             f"{path} pickles Python objects ({', '.join(objects[:4])}{', ...' if len(objects) > 4 else ''}): "
             f"it was written by an older splitseq, whose train_state held live objects, and it is not loaded "
@@ -96,8 +141,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"convert_checkpoint(old, new)"
         ) from None
     except Exception as e:  # noqa: BLE001  torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(e)})") from None
     return _validated(ckpt, path)
+
+
+def _first_line(err: Exception) -> str:
+    """``Type: first sentence of the message`` (torch's load errors run over paragraphs of advice)."""
+    lines = str(err).strip().splitlines()
+    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _is_sb3_zip(path: Path) -> bool:
+    """Whether ``path`` is a Stable-Baselines3 save: a zip holding ``data`` and ``policy.pth``."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return "data" in names and "policy.pth" in names
 
 
 def _validated(ckpt: Any, path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from scipy import stats
 
 from measures import monte_carlo
 from measures.baselines import baseline_name, check_baseline, reference_probs
-from measures.intervals import bca_interval
+from measures.intervals import Interval, bootstrap_interval
 from measures.policies import Policy, action_probabilities
 from measures.split import Draws, estimate, group_histories, jackknife
 from measures.theory import imp_min, op_theory
@@ -35,6 +36,28 @@ MEASURE_METHODS = ("exact", "monte_carlo")
 #: default histories per method (the post: 200 x 10 repeats)
 N_HISTORIES = dict(zip(MEASURE_METHODS, (4096, 200), strict=True))
 FIGURES = ("op", "imp", "imp_min", "op_theory", "excess_op", "excess_imp", "success", "baseline_success")
+#: the range each figure can take: a fallback interval (:func:`measures.intervals.bootstrap_interval`) stays in it
+FIGURE_BOUNDS: dict[str, tuple[float, float]] = {
+    "imp": (0.0, np.inf),
+    "imp_min": (0.0, np.inf),
+    "op_theory": (0.0, np.inf),
+    "excess_imp": (0.0, np.inf),
+    "success": (0.0, 1.0),
+    "baseline_success": (0.0, 1.0),
+}
+
+
+class IntervalWarning(UserWarning):
+    """Some bootstrap intervals are not BCa: the data at this N cannot support it (see ``ci_method``)."""
+
+
+class NoIntervals(dict):
+    """``MeasureResult.ci`` / ``se`` of a measurement without resamples: looking a figure up says why it is empty."""
+
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(
+            f"no interval for {key!r}: measured with n_bootstrap=0; pass n_bootstrap >= 2 for intervals"
+        )
 
 
 @dataclass(frozen=True)
@@ -61,9 +84,14 @@ class MeasureResult:
     :param temperature: 0 = greedy.
     :param ci: 95% (``ci_level``) interval per figure: BCa bootstrap over histories (exact; bias-corrected
         and accelerated, see :mod:`measures.intervals`) or a Student-t interval over repeats (Monte Carlo).
+        Empty with ``n_bootstrap=0``.
     :param se: standard error per figure: bootstrap standard deviation (exact) or std over repeats / sqrt(R).
     :param n_resamples: bootstrap resamples (exact) or repeats (Monte Carlo) behind ``ci`` and ``se``.
     :param ci_level: coverage of ``ci``.
+    :param ci_method: how each interval was made: ``"bca"``; ``"jackknife"``, the fallback where the data
+        cannot support BCa (few distinct histories or resample values, an extreme bias correction: the
+        normal interval with the jackknife standard error, which comes with an :class:`IntervalWarning`);
+        ``"t"`` (Monte Carlo repeats); ``"none"`` (a NaN estimate).
     """
 
     op: float
@@ -88,12 +116,14 @@ class MeasureResult:
     se: dict[str, float] = field(default_factory=dict)
     n_resamples: int = 0
     ci_level: float = 0.95
+    ci_method: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python types only (JSON-serialisable): floats, ints, strings, lists and dicts."""
         d = asdict(self)
         d["future"], d["baseline_future"] = list(self.future), list(self.baseline_future)
         d["ci"] = {k: [lo, hi] for k, (lo, hi) in self.ci.items()}
+        d["se"], d["ci_method"] = dict(self.se), dict(self.ci_method)
         return d
 
     def __str__(self) -> str:
@@ -138,20 +168,28 @@ class Evaluation:
 
     def spread(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(lo, hi, se)`` of a figure (NaN where there are no resamples)."""
+        iv, se = self.interval(name)
+        return iv.lo, iv.hi, se
+
+    def interval(self, name: str) -> tuple[Interval, np.ndarray]:
+        """The interval of a figure (exact: :func:`~measures.intervals.bootstrap_interval`, BCa or its
+        fallback; Monte Carlo: Student-t over repeats) and its standard error; NaN without resamples."""
         v = self.figures[name]
-        alpha = 1 - self.ci_level
+        shape = v.shape[1:]
         if self.method == "exact":
             boot = v[1:]
             if len(boot) < 2:
-                nan = np.full(v.shape[1:], np.nan)
-                return nan, nan, nan
+                nan = np.full(shape, np.nan)
+                return Interval(nan, nan, np.full(shape, "none", object), np.full(shape, "", object)), nan
             jack = None if self.jackknife is None else self.jackknife[name]
-            lo, hi = bca_interval(v[0], boot, jack, self.jack_weights, self.ci_level)
-            return lo, hi, boot.std(axis=0, ddof=1)
+            bounds = FIGURE_BOUNDS.get(name, (-np.inf, np.inf))
+            iv = bootstrap_interval(v[0], boot, jack, self.jack_weights, self.ci_level, bounds)
+            return iv, boot.std(axis=0, ddof=1)
         se = v.std(axis=0, ddof=1) / np.sqrt(len(v))
-        half = stats.t.ppf(1 - alpha / 2, df=len(v) - 1) * se
+        half = stats.t.ppf(1 - (1 - self.ci_level) / 2, df=len(v) - 1) * se
         mean = v.mean(axis=0)
-        return mean - half, mean + half, se
+        method = np.full(shape, "t", object)
+        return Interval(mean - half, mean + half, method, np.full(shape, "", object)), se
 
     @property
     def n_resamples(self) -> int:
@@ -164,11 +202,33 @@ class Evaluation:
             return np.asarray(a)[..., k] if name in _PER_TASK else np.asarray(a)
 
         point = {name: task_k(name, self.point(name)) for name in self.figures}
-        ci, se = {}, {}
+        ci: dict[str, tuple[float, float]] = NoIntervals()
+        se: dict[str, float] = NoIntervals()
+        ci_method: dict[str, str] = NoIntervals()
+        unreliable = {}
         if self.n_resamples >= 2:
+            ci, se, ci_method = {}, {}, {}
             for name in FIGURES:
-                lo, hi, s = (task_k(name, x) for x in self.spread(name))
-                ci[name], se[name] = (float(lo), float(hi)), float(s)
+                iv, s = self.interval(name)
+                ci[name], se[name] = (
+                    (float(task_k(name, iv.lo)), float(task_k(name, iv.hi))),
+                    float(task_k(name, s)),
+                )
+                ci_method[name] = str(task_k(name, iv.method))
+                if ci_method[name] == "jackknife":  # the category, without the numbers: repeats fold into one
+                    unreliable[name] = str(task_k(name, iv.reason)).split(" (")[0]
+        if unreliable:
+            by_reason: dict[str, list[str]] = {}
+            for name, why in unreliable.items():
+                by_reason.setdefault(why, []).append(name)
+            why = "; ".join(f"{', '.join(names)}: {text}" for text, names in by_reason.items())
+            warnings.warn(
+                f"BCa intervals cannot be trusted here ({why}): those use the estimate +- z * jackknife "
+                "standard error instead (ci_method), and their coverage may be off; treat them as rough, or "
+                "measure more histories",
+                IntervalWarning,
+                stacklevel=3,
+            )
         return MeasureResult(
             op=float(point["op"]),
             imp=float(point["imp"]),
@@ -192,14 +252,18 @@ class Evaluation:
             se=se,
             n_resamples=self.n_resamples,
             ci_level=self.ci_level,
+            ci_method=ci_method,
         )
 
 
 _PER_TASK = ("success", "baseline_success", "op_theory", "imp_min", "excess_op", "excess_imp")
 
 
-def resolve_histories(histories: Any, n_histories: int, seed: int | None) -> np.ndarray:
-    """Validate explicit histories ``(N, 20)`` (N >= 2), or draw ``n_histories`` natural ones with ``seed``."""
+def resolve_histories(histories: Any, n_histories: int | None, seed: int | None) -> np.ndarray:
+    """Validate explicit histories ``(N, 20)`` (N >= 2), or draw ``n_histories`` natural ones with ``seed``.
+
+    ``n_histories`` is not looked at when histories are given (:func:`check_n_histories` refuses both).
+    """
     if histories is None:
         return natural_histories(check_int(n_histories, "n_histories", 2), seed)
     h = validate_histories(histories)
@@ -208,6 +272,30 @@ def resolve_histories(histories: Any, n_histories: int, seed: int | None) -> np.
     if len(h) < 2:
         raise ValueError(f"need at least 2 histories for a split-history measure, got {len(h)}")
     return h
+
+
+def check_n_histories(h: np.ndarray, n_histories: Any) -> None:
+    """With explicit histories ``h``, ``n_histories`` must be ``None`` or ``len(h)``: it is not ignored silently."""
+    if n_histories is not None and n_histories != len(h):
+        raise ValueError(
+            f"n_histories={n_histories!r} but {len(h)} histories were given; pass one of histories= (measured "
+            "as given) or n_histories= (drawn with seed=), not both"
+        )
+
+
+def check_tasks(tasks: Any) -> tuple[GoodSpec, ...]:
+    """``tasks`` as a non-empty tuple of task ids or good sets (a single task id is not a tuple of tasks)."""
+    if isinstance(tasks, str):
+        raise ValueError(
+            f"tasks must be a sequence of tasks, e.g. ({tasks!r},) or ('ngood2', 'ngood4'), got the string {tasks!r}"
+        )
+    try:
+        out = tuple(tasks)
+    except TypeError:
+        raise TypeError(f"tasks must be a sequence of task ids or good sets, got {tasks!r}") from None
+    if not out:
+        raise ValueError(f"tasks must name at least one task, e.g. ('ngood4',), got {tasks!r}")
+    return out
 
 
 def child_rng(seed: int | None, stream: int) -> np.random.Generator:
@@ -238,12 +326,19 @@ def measure_tasks(
     """
     if method not in MEASURE_METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {list(MEASURE_METHODS)}")
+    tasks = check_tasks(tasks)
     t = check_temperature(temperature)
     check_baseline(baseline, token)
     check_optional_seed(seed)
     if not 0 < ci_level < 1:
         raise ValueError(f"ci_level must be in (0, 1), got {ci_level!r}")
-    n_bootstrap = check_int(n_bootstrap, "n_bootstrap", 0)
+    n_bootstrap = check_int(
+        n_bootstrap, "n_bootstrap", 0, expected="0 (no intervals) or an int >= 2 (resamples behind ci and se)"
+    )
+    if n_bootstrap == 1:
+        raise ValueError(
+            "n_bootstrap must be 0 (no intervals) or an int >= 2 (resamples behind ci and se), got 1"
+        )
     if world is not None and method != "monte_carlo":
         raise ValueError(
             "world= is a black-box sampler for method='monte_carlo'; the exact method uses T itself"
@@ -255,6 +350,8 @@ def measure_tasks(
     n_hist = N_HISTORIES[method] if n_histories is None else n_histories
     if method == "exact":
         h = resolve_histories(histories, n_hist, seed)
+        if histories is not None:
+            check_n_histories(h, n_histories)
         pi = action_probabilities(policy, h, t)
         rho = reference_probs(baseline, h, t, token)
         world_t = transition_probs(h)
@@ -269,8 +366,10 @@ def measure_tasks(
         n_repeats = check_int(
             n_repeats, "n_repeats", 2, expected="an int >= 2 (the standard error needs repeats)"
         )
-        fixed = None if histories is None else resolve_histories(histories, 2, None)
-        if fixed is None:
+        fixed = None if histories is None else resolve_histories(histories, None, None)
+        if fixed is not None:
+            check_n_histories(fixed, n_histories)
+        else:
             n_hist = check_int(n_hist, "n_histories", 2)
         reps = monte_carlo.run(
             lambda hh: (action_probabilities(policy, hh, t), reference_probs(baseline, hh, t, token)),

@@ -194,7 +194,7 @@ def module_outputs(
         with torch.no_grad():
             tokens = torch.from_numpy(np.ascontiguousarray(histories, dtype=np.int64))
             for start in range(0, len(tokens), batch_size):
-                out = module(tokens[start : start + batch_size].to(device))
+                out = _call_module(module, tokens[start : start + batch_size].to(device))
                 if not isinstance(out, torch.Tensor):
                     raise TypeError(
                         f"{_name(module)} returned {type(out).__name__}; expected a tensor of logits"
@@ -208,6 +208,27 @@ def module_outputs(
             f"{_name(module)} returned logits of shape {tuple(out.shape)}; expected ({len(histories)}, K)"
         )
     return out.numpy()
+
+
+def _call_module(module: torch.nn.Module, tokens: torch.Tensor) -> Any:
+    """``module(tokens)``, with torch's dtype and shape errors on the token histories explained in one line."""
+    try:
+        return module(tokens)
+    except RuntimeError as e:
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "dtype" in text or "scalar type" in text or "Long" in text:
+            raise TypeError(
+                f"{_name(module)} cannot take the histories as given: a LongTensor of token ids "
+                f"{tuple(tokens.shape)} (int64, as nn.Embedding expects); torch says: {text}. A module that "
+                "wants float input can be measured through a callable returning probabilities, e.g. "
+                "lambda h: torch.softmax(module(torch.as_tensor(h, dtype=torch.float32)), -1)"
+            ) from e
+        if "shape" in text or "size" in text:
+            raise ValueError(
+                f"{_name(module)} cannot take the histories as given: a LongTensor of token ids "
+                f"{tuple(tokens.shape)} ({CONTEXT} tokens per history); torch says: {text}"
+            ) from e
+        raise
 
 
 def _callable_probs(policy: Callable[[np.ndarray], Any], h: np.ndarray, t: float) -> np.ndarray:

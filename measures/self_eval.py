@@ -29,7 +29,7 @@ from scipy.special import rel_entr
 
 from measures.api import child_rng, resolve_histories
 from measures.baselines import baseline_name, check_baseline, reference_probs
-from measures.intervals import bca_interval
+from measures.intervals import bootstrap_interval
 from measures.policies import (
     Policy,
     action_probabilities,
@@ -252,8 +252,8 @@ def self_evaluate(
         jd, jack_weights = jackknife(g, mask, child_rng(seed, 3))
         jack = _figures(jd)
         for name, v in figs.items():
-            lo, hi = bca_interval(v[0], v[1:], jack[name], jack_weights, ci_level)
-            ci[name] = (float(lo), float(hi))
+            iv = bootstrap_interval(v[0], v[1:], jack[name], jack_weights, ci_level)  # BCa or its fallback
+            ci[name] = (float(iv.lo), float(iv.hi))
     world_kl = float(np.einsum("na,na->", pi, rel_entr(true_world, predicted).sum(axis=-1)) / len(h))
     return SelfEvaluation(
         **{k: float(v[0]) for k, v in figs.items() if k not in ("op_error", "imp_error")},

@@ -42,6 +42,18 @@ def check_episode_length(episode_length: int) -> int:
     return check_positive_int(episode_length, "episode_length")
 
 
+def check_options(options: Any, known: tuple[str, ...]) -> dict[str, Any]:
+    """``reset(options=...)`` as a dict whose keys are all in ``known`` (a misspelt key is not ignored)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict with keys {list(known)} or None, got {options!r}")
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        raise ValueError(f"unknown reset option {unknown[0]!r}; expected keys {list(known)}")
+    return options
+
+
 def _history_option(options: dict[str, Any] | None, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
     """``options[key]`` validated as natural-looking histories of ``shape`` (a private int64 copy), or None."""
     if not options or key not in options:
@@ -153,6 +165,7 @@ class SplitSeqEnv(gym.Env[np.ndarray, np.int64]):
         """Start an episode on a fresh natural history, or on ``options["history"]`` (20 tokens ending on an even
         position). ``seed`` re-seeds the environment and re-builds its supply of histories (a burn-in of
         ~7 ms); resets without a seed take the next history of the supply (~1 µs)."""
+        options = check_options(options, ("history",))
         super().reset(seed=seed)
         if seed is not None or self._sampler is None:
             self._sampler = HistorySampler(self._history_batch, self.np_random)

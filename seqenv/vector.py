@@ -10,7 +10,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from seqenv.env import _history_option, check_episode_length
+from seqenv.env import _history_option, check_episode_length, check_options
 from seqenv.sampler import HistorySampler
 from seqenv.sequence import (
     CONTEXT,
@@ -99,11 +99,11 @@ class SplitSeqVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, dict]:
         """Reset all environments, or those of ``options["reset_mask"]`` (a bool array ``(num_envs,)``), on fresh
         natural histories, or on ``options["histories"]`` (``(num_envs, 20)``; with a mask, its masked rows)."""
+        options = check_options(options, ("reset_mask", "histories"))
         super().reset(seed=seed)
         if seed is not None or self._sampler is None:
             self._sampler = HistorySampler(self._history_batch, self.np_random)
             self._noise, self._noise_next = self._noise[:0], 0
-        options = options or {}
         mask = options.get("reset_mask")
         if mask is not None:
             mask = np.asarray(mask)

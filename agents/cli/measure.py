@@ -17,7 +17,7 @@ import pandas as pd
 
 import measures
 from agents.checkpoint import CheckpointError
-from agents.cli.options import add_json, fail, nonneg_float, nonneg_int, positive_int
+from agents.cli.options import add_json, fail, nonneg_float, nonneg_int, number_type
 from agents.loading import load
 from agents.reference import NaturalPolicy, OraclePolicy, UniformPolicy
 from measures.api import MEASURE_METHODS
@@ -73,7 +73,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("policy", metavar="POLICY", help="checkpoint path or reference policy name")
     p.add_argument("--task", choices=["all", *sorted(TASKS)], default="all", help="task, or all (default)")
-    p.add_argument("--n-histories", type=positive_int, default=4096, help="natural histories (default 4096)")
+    p.add_argument(
+        "--n-histories", type=number_type(int, 2), default=4096, help="natural histories (default 4096)"
+    )
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the histories (default 0)")
     p.add_argument(
         "--method",

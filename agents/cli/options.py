@@ -13,6 +13,7 @@ import math
 import sys
 from typing import Any
 
+from agents.cli.interrupts import interrupted
 from agents.finetune_config import WORLD_MODELS
 from agents.training import BUDGETS
 
@@ -133,6 +134,8 @@ def fail(command: str, err: Exception | str, code: int = 2) -> int:
     A message over several lines (a library's details) is joined into one; an :class:`OSError` is described
     by :func:`describe_os_error`.
     """
+    if interrupted():  # an error raised while Ctrl-C or SIGTERM was being handled is that interrupt
+        raise KeyboardInterrupt
     if isinstance(err, OSError) and not isinstance(err, ValueError):
         err, code = describe_os_error(err)
     text = " ".join(str(err).split()) or type(err).__name__

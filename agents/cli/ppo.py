@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
-from agents.cli.options import add_seed, positive_int
+from agents.checkpoint import CheckpointError
+from agents.cli.options import add_seed, fail, number_type, positive_int
 from agents.sb3 import PPO_DEFAULTS, train_ppo
+from agents.sb3.training import PPO_RANGES
 from agents.transformer import SIZES
 from seqenv.tasks import TASKS
 
@@ -18,20 +20,23 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     tb = str(Path(args.out).parent / "runs") if args.tensorboard is None else (args.tensorboard or None)
     hyper = {key: getattr(args, key) for key in PPO_DEFAULTS}
-    model = train_ppo(
-        task=args.task,
-        timesteps=args.timesteps,
-        out=args.out,
-        pretrained=args.pretrained,
-        size=args.size,
-        policy=args.policy,
-        n_envs=args.n_envs,
-        seed=args.seed,
-        tensorboard_log=tb,
-        eval_every=args.eval_every,
-        episode_length=args.episode_length,
-        **hyper,
-    )
+    try:
+        model = train_ppo(
+            task=args.task,
+            timesteps=args.timesteps,
+            out=args.out,
+            pretrained=args.pretrained,
+            size=args.size,
+            policy=args.policy,
+            n_envs=args.n_envs,
+            seed=args.seed,
+            tensorboard_log=tb,
+            eval_every=args.eval_every,
+            episode_length=args.episode_length,
+            **hyper,
+        )
+    except (CheckpointError, ValueError, TypeError) as e:
+        return fail("ppo", e)
     meta = model.splitseq_meta
     for samples, greedy, sampled, seconds in meta.get("eval", []):
         print(
@@ -77,9 +82,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--episode-length", type=positive_int, default=1, help="steps per episode (default 1)")
     for key, value in PPO_DEFAULTS.items():
+        low, high, strict = PPO_RANGES[key]
         p.add_argument(
             f"--{key.replace('_', '-')}",
-            type=type(value),
+            type=number_type(type(value), low, high, strict),
             default=value,
             help=f"PPO's {key} (default {value})",
         )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.cli.options import add_world_model, fail, nonneg_int, positive_float, positive_int
+from agents.cli.interrupts import interrupted
+from agents.cli.options import add_world_model, fail, nonneg_int, number_type, positive_float, positive_int
 from agents.finetune import FINETUNE_METHODS
 from agents.pipeline import SWEEP_PRESETS, SweepConfig, SweepError, default_workers, merge_sweeps, run_sweep
 from agents.pipeline.backends import BACKENDS
@@ -65,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
         )
     except SweepError as e:
+        if interrupted():  # a unit in this process failed because the interrupt landed in its C code
+            raise KeyboardInterrupt from None
         print(f"splitseq reproduce: {e}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, RuntimeError, OSError) as e:  # other settings, a locked --out, no Ray, ...
@@ -129,7 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="override the preset's tasks")
     p.add_argument(
         "--n-histories",
-        type=positive_int,
+        type=number_type(int, 2),
         default=None,
         help="evaluation histories shared by every model (default 8192)",
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ from concurrent.futures import wait as wait_futures
 from multiprocessing import get_context
 from typing import Any
 
+from agents.parent_watch import watch_parent
 from agents.pipeline.plan import Unit
 from agents.pipeline.units import execute
 
@@ -34,22 +34,6 @@ BACKENDS: tuple[str, ...] = ("local", "ray")
 
 #: seconds an aborted worker gets to exit after SIGTERM before it is killed
 ABORT_GRACE_S = 3.0
-
-
-def _watch_parent(parent: int) -> None:
-    """In a pool worker: leave Ctrl-C to the sweep's process (which stops the workers itself: a terminal's
-    Ctrl-C reaches every process of the foreground group), and exit as soon as the sweep's process is gone
-    (e.g. killed with SIGKILL), so no orphan keeps writing into the sweep directory while a resumed sweep
-    runs."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def loop() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(1)
-            time.sleep(0.2)
-
-    threading.Thread(target=loop, daemon=True, name="parent-watch").start()
 
 
 @contextlib.contextmanager
@@ -103,7 +87,7 @@ class PoolBackend:
         self.pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=get_context("spawn"),
-            initializer=_watch_parent,
+            initializer=watch_parent,
             initargs=(os.getpid(),),
         )
 
@@ -129,6 +113,9 @@ class PoolBackend:
         procs = list(getattr(self.pool, "_processes", {}).values())  # the executor's own worker handles
         self.pool.shutdown(wait=False, cancel_futures=True)
         stop_processes(procs, ABORT_GRACE_S)
+        # with every worker gone this returns at once; it lets the executor release its queues and
+        # semaphores (else multiprocessing's resource tracker warns about them as the process exits)
+        self.pool.shutdown(wait=True)
 
 
 def stop_processes(procs: list[Any], grace: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -13,6 +14,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 
+from agents.checkpoint import check_writable, load_checkpoint
 from agents.sb3.adapter import as_policy
 from agents.sb3.policies import TransformerPolicy
 from agents.sb3.torch_layers import _arch
@@ -20,7 +22,7 @@ from agents.sb3.vec_env import make_sb3_vec_env
 from agents.transformer import SIZES, TransformerConfig
 from seqenv.sequence import natural_histories, transition_probs
 from seqenv.tasks import good_mask, task_name
-from seqenv.validation import check_choice, check_int, check_positive_int, check_seed
+from seqenv.validation import check_choice, check_int, check_number, check_positive_int, check_seed
 
 #: PPO hyperparameters of ``splitseq ppo`` (every one visible; override through ``train_ppo(**ppo_kwargs)``).
 #: One-step episodes make ``gamma``/``gae_lambda`` irrelevant there: the advantage is ``r - V(h)``.
@@ -36,6 +38,43 @@ PPO_DEFAULTS: dict[str, Any] = {
     "gamma": 0.99,
     "gae_lambda": 0.95,
 }
+
+
+#: the range of each PPO hyperparameter: ``(minimum, maximum, minimum excluded)``
+PPO_RANGES: dict[str, tuple[float, float, bool]] = {
+    "n_steps": (1, math.inf, False),
+    "batch_size": (2, math.inf, False),  # SB3 normalises advantages over a minibatch: one sample gives NaN
+    "n_epochs": (1, math.inf, False),
+    "learning_rate": (0.0, math.inf, True),
+    "clip_range": (0.0, math.inf, True),
+    "ent_coef": (0.0, math.inf, False),
+    "vf_coef": (0.0, math.inf, False),
+    "max_grad_norm": (0.0, math.inf, True),
+    "gamma": (0.0, 1.0, False),
+    "gae_lambda": (0.0, 1.0, False),
+}
+
+
+def check_ppo_kwargs(kwargs: dict[str, Any], n_envs: int) -> dict[str, Any]:
+    """Validate the hyperparameters of :data:`PPO_RANGES` in ``kwargs`` (others pass to SB3 untouched)."""
+    out = dict(kwargs)
+    for key, (low, high, strict) in PPO_RANGES.items():
+        if key not in out or callable(out[key]):  # SB3 also takes schedules for the rates
+            continue
+        if isinstance(PPO_DEFAULTS[key], int):
+            out[key] = check_int(out[key], key, int(low))
+            continue
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        expected = f"a number in [{low:g}, {high:g}]" if math.isfinite(high) else f"a finite number {bound}"
+        v = check_number(out[key], key, low, strict=strict, expected=expected)
+        if v > high:
+            raise ValueError(f"{key} must be {expected}, got {out[key]!r}")
+        out[key] = v
+    if out.get("n_steps", 1) * n_envs < 2:
+        raise ValueError(
+            f"n_steps * n_envs must be at least 2 samples per rollout, got {out['n_steps']} x {n_envs}"
+        )
+    return out
 
 
 class ExactSuccessCallback(BaseCallback):
@@ -138,8 +177,12 @@ def train_ppo(
     n_envs = check_positive_int(n_envs, "n_envs")
     seed = check_seed(seed)
     check_choice(policy, "policy", ("transformer", "mlp"))
+    kwargs = check_ppo_kwargs({**PPO_DEFAULTS, **ppo_kwargs}, n_envs)
+    if pretrained is not None:
+        load_checkpoint(pretrained)  # a missing or corrupt file: its own clear error, before anything starts
+    if out is not None:
+        check_writable(out if str(out).endswith(".zip") else f"{out}.zip")  # before training, not after
     env = make_sb3_vec_env(task, n_envs, seed=seed, episode_length=episode_length)
-    kwargs = {**PPO_DEFAULTS, **ppo_kwargs}
     if policy == "transformer":
         policy_cls: Any = TransformerPolicy
         kwargs["policy_kwargs"] = {
@@ -196,4 +239,4 @@ def _size_name(cfg: TransformerConfig) -> str:
     return "custom"
 
 
-__all__ = ["PPO_DEFAULTS", "ExactSuccessCallback", "train_ppo"]
+__all__ = ["PPO_DEFAULTS", "PPO_RANGES", "ExactSuccessCallback", "check_ppo_kwargs", "train_ppo"]

@@ -1,5 +1,8 @@
 """Checkpoints: exact round trips, atomic writes, and clear errors for missing, corrupt or mismatched files."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ from agents.checkpoint import (
     FORMAT,
     CheckpointError,
     atomic_write,
+    check_writable,
     convert_checkpoint,
     load_checkpoint,
     load_model,
@@ -224,3 +228,41 @@ def test_converter_drops_a_train_state_whose_classes_are_gone(model, tmp_path, m
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
     with pytest.raises(CheckpointError, match="no checkpoint"):
         convert_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_get_the_mode_of_a_plain_write(model, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        text = atomic_write(tmp_path / "a.txt", lambda tmp: Path(tmp).write_text("x"))
+        ckpt = save_checkpoint(tmp_path / "m.pt", model, "pretrained")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    assert (plain.stat().st_mode & 0o777) == want
+    assert (text.stat().st_mode & 0o777) == want and (ckpt.stat().st_mode & 0o777) == want
+
+
+def test_check_writable_fails_before_any_work(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError):
+        check_writable(tmp_path / "afile" / "x.pt")
+    with pytest.raises(IsADirectoryError):
+        check_writable(tmp_path)
+    assert check_writable(tmp_path / "new" / "x.pt") == tmp_path / "new" / "x.pt"
+    assert list((tmp_path / "new").iterdir()) == []  # its scratch file is gone again
+
+
+def test_an_sb3_zip_is_named_as_such(tmp_path):
+    import zipfile
+
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("data", "{}")
+        z.writestr("policy.pth", b"")
+    with pytest.raises(
+        CheckpointError, match=r"model.zip is a Stable-Baselines3 zip, expected a SplitSeq .pt"
+    ):
+        load_checkpoint(path)

@@ -158,7 +158,8 @@ def test_presets_are_the_budget_tables():
                 cfg = FinetuneConfig.preset(size, task="ngood4", method=method, budget=budget)
                 assert cfg.steps == steps and cfg.checkpoint_every == max(1, steps // 10)
     assert FinetuneConfig.preset("tiny", task="ngood6", method="reinforce").steps == 100  # half of 200
-    # exactly what the preset gave before the redesign (tiny quick, the quick-preset run)
+    # exactly what the preset gave before the redesign (tiny quick, the quick-preset run), plus the settings
+    # added since at the values that reproduce it
     assert FinetuneConfig.preset("tiny", method="positive", budget="quick").to_dict() == {
         "task": "ngood4",
         "method": "positive",
@@ -176,6 +177,8 @@ def test_presets_are_the_budget_tables():
         "dropout": 0.1,
         "maintenance_lr": 0.0001,
         "maintenance_batch": 32,
+        "world_model": "natural",
+        "counterfactual_share": 0.5,
         "weight_decay": 0.01,
         "grad_clip": 1.0,
         "eval_every": 320,

@@ -167,3 +167,28 @@ def test_module_with_wrong_width_and_sb3_with_wrong_action_space_raise():
     env = gym.make("CartPole-v1")
     with pytest.raises(ValueError, match="action space Discrete\\(2\\); expected Discrete\\(8\\)"):
         measures.measure(PPO("MlpPolicy", env, device="cpu"), histories=HIST[:64], n_bootstrap=0)
+
+
+def test_a_torch_module_that_wants_floats_gets_a_clear_error():
+    # measures passes token ids as a LongTensor; a float network fails inside torch with a raw dtype error
+    with pytest.raises(
+        TypeError,
+        match=r"policy Linear cannot take the histories as given: a LongTensor of token ids \(64, 20\).*torch says: .*dtype.*torch.softmax",
+    ):
+        measures.measure(torch.nn.Linear(20, 8), n_histories=64, n_bootstrap=0)
+    net = torch.nn.Sequential(
+        torch.nn.Embedding(16, 4), torch.nn.Flatten(), torch.nn.Linear(40, 8)
+    )  # wrong width
+    with pytest.raises(
+        ValueError,
+        match=r"policy Sequential cannot take the histories as given.*torch says: mat1 and mat2 shapes",
+    ):
+        measures.measure(net, n_histories=64, n_bootstrap=0)
+    # the suggested wrapper works
+    lin = torch.nn.Linear(20, 8)
+    r = measures.measure(
+        lambda h: torch.softmax(lin(torch.as_tensor(h, dtype=torch.float32)), -1),
+        n_histories=64,
+        n_bootstrap=0,
+    )
+    assert np.isfinite(r.op)

@@ -356,8 +356,13 @@ def test_identify_objective_finds_the_task_an_oracle_optimizes(task):
         ({"temperature": float("nan")}, ValueError, "got nan"),
         ({"seed": -3}, ValueError, "seed must be an int >= 0 or None, got -3"),
         ({"seed": 1.5}, TypeError, "seed must be an int >= 0 or None, got 1.5"),
-        ({"n_bootstrap": -1}, ValueError, "n_bootstrap must be an int >= 0, got -1"),
-        ({"n_bootstrap": True}, TypeError, "n_bootstrap must be an int >= 0, got True"),
+        ({"n_bootstrap": -1}, ValueError, r"n_bootstrap must be 0 \(no intervals\) or an int >= 2.*got -1"),
+        ({"n_bootstrap": 1}, ValueError, r"n_bootstrap must be 0 \(no intervals\) or an int >= 2.*got 1"),
+        (
+            {"n_bootstrap": True},
+            TypeError,
+            r"n_bootstrap must be 0 \(no intervals\) or an int >= 2.*got True",
+        ),
         ({"n_histories": 100.0}, TypeError, "n_histories must be an int >= 2, got 100.0"),
         ({"baseline": "fixed", "token": 9.0}, TypeError, "odd-position token in 8..15, got 9.0"),
         ({"baseline": "fixed", "token": 16}, ValueError, "odd-position token in 8..15, got 16"),
@@ -371,3 +376,20 @@ def test_bad_arguments_raise_naming_the_value(kwargs, error, match):
         kw.pop("histories")
     with pytest.raises(error, match=match):
         measures.measure(oracle("ngood4"), **kw)
+
+
+def test_tasks_must_be_a_sequence_of_tasks_and_n_histories_cannot_be_ignored():
+    pol = oracle("ngood4")
+    with pytest.raises(
+        ValueError, match=r"tasks must be a sequence of tasks, e.g. \('ngood4',\).*got the string 'ngood4'"
+    ):
+        measures.cross_objective(pol, tasks="ngood4", histories=HIST[:64])
+    with pytest.raises(ValueError, match=r"tasks must name at least one task.*got \(\)"):
+        measures.cross_objective(pol, tasks=(), histories=HIST[:64])
+    with pytest.raises(TypeError, match=r"tasks must be a sequence of task ids or good sets, got 4"):
+        measures.cross_objective(pol, tasks=4, histories=HIST[:64])
+    for method in ("exact", "monte_carlo"):
+        with pytest.raises(ValueError, match=r"n_histories=128 but 64 histories were given; pass one of"):
+            measures.measure(pol, histories=HIST[:64], n_histories=128, method=method)
+    # the same number is no conflict
+    assert measures.measure(pol, histories=HIST[:64], n_histories=64, n_bootstrap=0).n == 64

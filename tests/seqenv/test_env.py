@@ -157,6 +157,18 @@ def test_reset_history_option_is_validated():
         env.reset(options={"history": natural_histories(2, seed=7)})
 
 
+def test_a_misspelt_reset_option_is_refused_not_ignored():
+    env = gym.make("SplitSeq-ngood4-v0")  # through gymnasium's wrappers, as a user calls it
+    h = natural_histories(1, seed=6)[0]
+    with pytest.raises(ValueError, match=r"unknown reset option 'histroy'; expected keys \['history'\]"):
+        env.reset(options={"histroy": h})
+    with pytest.raises(
+        TypeError, match=r"options must be a dict with keys \['history'\] or None, got 'history'"
+    ):
+        env.reset(options="history")
+    np.testing.assert_array_equal(env.reset(options={"history": h})[0], h)
+
+
 # --- episodes ---------------------------------------------------------------------------------------------
 
 

@@ -241,6 +241,13 @@ def test_bad_reset_options_raise():
         envs.reset(options={"histories": h})
     with pytest.raises(ValueError, match=r"must have shape \(3, 20\), got \(2, 20\)"):
         envs.reset(options={"histories": natural_histories(2, seed=0)})
+    # a misspelt key is refused, not ignored (it would silently reset every env on fresh histories)
+    with pytest.raises(
+        ValueError, match=r"unknown reset option 'resetmask'; expected keys \['reset_mask', 'histories'\]"
+    ):
+        envs.reset(options={"resetmask": np.array([True, False, True])})
+    with pytest.raises(ValueError, match=r"unknown reset option 'history'"):
+        envs.reset(options={"history": natural_histories(3, seed=0)})
 
 
 def test_sync_vector_env_of_the_single_env_works_too():
