@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from measures.api import Evaluation, measure_tasks
+from measures.api import Evaluation, check_tasks, measure_tasks
 from measures.policies import Policy
 from seqenv.sequence import natural_odd_probs
 from seqenv.tasks import TASKS, GoodSpec
@@ -104,7 +104,7 @@ def identify_objective(
     :param tasks: the candidate tasks (at least 2).
     :param kwargs: as for :func:`measures.measure` (``n_bootstrap`` sets the resamples behind ``confidence``).
     """
-    tasks = tuple(tasks)
+    tasks = check_tasks(tasks)
     if len(tasks) < 2:
         raise ValueError(f"identify_objective needs at least 2 candidate tasks, got {len(tasks)}")
     ev = measure_tasks(policy, tasks, **kwargs)
