@@ -100,19 +100,25 @@ def check_probs(probs: Any, n: int, what: str = "policy", width: int = N_OUT) ->
 
 def check_actions(actions: Any, n: int, what: str = "policy") -> np.ndarray:
     """Validate ``(n,)`` integer actions in 0..7 and return them as int64."""
-    arr = _to_numpy(actions)
+    return check_action_array(_to_numpy(actions), n, N_OUT, what, "history", " (token 8 + action)")
+
+
+def check_action_array(
+    arr: np.ndarray, n: int, n_actions: int, what: str, row_name: str, hint: str = ""
+) -> np.ndarray:
+    """``arr`` as ``(n,)`` int64 actions in ``0..n_actions-1``, or an error naming the first bad ``row_name``."""
     if arr.shape != (n,):
         raise ValueError(f"{what} returned actions of shape {arr.shape}; expected ({n},)")
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(
-            f"{what} returned actions of dtype {arr.dtype}; expected integers in 0..{N_OUT - 1} "
-            f"(or float probabilities of shape ({n}, {N_OUT}))"
+            f"{what} returned actions of dtype {arr.dtype}; expected integers in 0..{n_actions - 1} "
+            f"(or float probabilities of shape ({n}, {n_actions}))"
         )
-    out_of_range = (arr < 0) | (arr >= N_OUT)
+    out_of_range = (arr < 0) | (arr >= n_actions)
     if out_of_range.any():
         row = int(np.flatnonzero(out_of_range)[0])
         raise ValueError(
-            f"{what} returned action {arr[row]} for history {row}; expected 0..{N_OUT - 1} (token 8 + action)"
+            f"{what} returned action {arr[row]} for {row_name} {row}; expected 0..{n_actions - 1}{hint}"
         )
     return arr.astype(np.int64)
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from measures.policies import BATCH_SIZE, check_probs, probs_from_logits, temper
+from measures.policies import BATCH_SIZE, check_action_array, check_probs, probs_from_logits, temper
 from seqenv.validation import check_int, check_number, check_temperature
 
 
@@ -104,20 +104,7 @@ def check_world_actions(actions: Any, n: int, n_actions: int, what: str = "polic
     arr = _to_numpy(actions)
     if arr.ndim == 2 and arr.shape[1] == 1:  # SB3 predict on some observation spaces: (N, 1)
         arr = arr[:, 0]
-    if arr.shape != (n,):
-        raise ValueError(f"{what} returned actions of shape {arr.shape}; expected ({n},)")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(
-            f"{what} returned actions of dtype {arr.dtype}; expected integers in 0..{n_actions - 1} "
-            f"(or float probabilities of shape ({n}, {n_actions}))"
-        )
-    bad = (arr < 0) | (arr >= n_actions)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{what} returned action {arr[row]} for observation {row}; expected 0..{n_actions - 1}"
-        )
-    return arr.astype(np.int64)
+    return check_action_array(arr, n, n_actions, what, "observation")
 
 
 def _table_probs(table: np.ndarray, obs: np.ndarray, n_actions: int, t: float) -> np.ndarray:
