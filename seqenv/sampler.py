@@ -25,7 +25,7 @@ def streams_state_dict(streams: SequenceStreams) -> dict[str, Any]:
         "n": streams.n,
         "position": streams.position,
         "rng": streams.rng.bit_generator.state,
-        "_lags": streams._lags.copy(),
+        "_lags": np.array(streams._lags),  # (16, n), whether the streams hold rows in an array or a list
         "_current": streams._current.copy(),
         "_leaving": [(s.copy(), d.copy()) for s, d in streams._leaving],
     }
@@ -55,7 +55,10 @@ class HistorySampler:
     400,000 pairs: Cramér's V 0.03 between their last tokens, 0.01 between the deterministic outcomes
     of an action, correlation 0.014 between "some action succeeds on ngood4").
 
-    The arrays handed out are views of a batch the sampler never writes again.
+    A refill is kept as ``uint8`` tokens (1/8 of the memory of ``int64``);
+    :meth:`take_tokens` hands out views of them, :meth:`take` fresh ``int64`` copies and :meth:`take_one`
+    views of an ``int64`` copy of the refill made on its first call. The sampler never writes a refill's
+    arrays again.
 
     :param n_streams: histories per refill.
     :param rng: the generator every draw comes from.
@@ -63,13 +66,15 @@ class HistorySampler:
 
     def __init__(self, n_streams: int, rng: np.random.Generator):
         self.streams = SequenceStreams(n_streams, rng)
-        self._hist = np.empty((0, CONTEXT), dtype=np.int64)
+        self._tokens = np.empty((0, CONTEXT), dtype=np.uint8)
+        self._hist: np.ndarray | None = None  # int64 copy of _tokens for take_one, made on demand
         self._partial = np.empty(0, dtype=np.uint8)
         self._partial_list: list[int] = []
         self._next = 0
 
     def _refill(self) -> None:
-        self._hist, self._partial = self.streams.histories()
+        self._tokens, self._partial = self.streams.history_tokens()
+        self._hist = None
         self._partial_list = []
         self._next = 0
 
@@ -78,7 +83,7 @@ class HistorySampler:
         yet and the streams they come from."""
         return {
             "streams": streams_state_dict(self.streams),
-            "hist": self._hist.copy(),
+            "hist": self._tokens.astype(np.int64),
             "partial": self._partial.copy(),
             "next": self._next,
         }
@@ -86,7 +91,8 @@ class HistorySampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the histories handed out next are then the original's."""
         load_streams_state_dict(self.streams, state["streams"])
-        self._hist = np.array(state["hist"], dtype=np.int64)
+        self._tokens = np.asarray(state["hist"]).astype(np.uint8)  # tokens 0..15
+        self._hist = None
         self._partial = np.array(state["partial"], dtype=np.uint8)
         self._partial_list = []  # rebuilt from _partial on demand
         self._next = int(state["next"])
@@ -94,27 +100,33 @@ class HistorySampler:
     def take_one(self) -> tuple[np.ndarray, int]:
         """One history ``(20,)`` int64 and the log-sum of its last 15 tokens as an int."""
         i = self._next
-        if i >= len(self._hist):
+        if i >= len(self._tokens):
             self._refill()
             i = 0
-        if not self._partial_list:
+        if self._hist is None:
+            self._hist = self._tokens.astype(np.int64)
             self._partial_list = self._partial.tolist()
         self._next = i + 1
         return self._hist[i], self._partial_list[i]
 
-    def take(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``k`` histories ``(k, 20)`` int64 and the log-sums of their last 15 tokens ``(k,)`` uint8."""
-        if self._next + k <= len(self._hist):
+    def take_tokens(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``k`` histories ``(k, 20)`` uint8 and the log-sums of their last 15 tokens ``(k,)`` uint8."""
+        if self._next + k <= len(self._tokens):
             sl = slice(self._next, self._next + k)
             self._next += k
-            return self._hist[sl], self._partial[sl]
-        parts_h, parts_p = [self._hist[self._next :]], [self._partial[self._next :]]
+            return self._tokens[sl], self._partial[sl]
+        parts_h, parts_p = [self._tokens[self._next :]], [self._partial[self._next :]]
         need = k - len(parts_h[0])
         while need > 0:
             self._refill()
-            got = min(need, len(self._hist))
-            parts_h.append(self._hist[:got])
+            got = min(need, len(self._tokens))
+            parts_h.append(self._tokens[:got])
             parts_p.append(self._partial[:got])
             self._next = got
             need -= got
         return np.concatenate(parts_h), np.concatenate(parts_p)
+
+    def take(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``k`` histories ``(k, 20)`` int64 and the log-sums of their last 15 tokens ``(k,)`` uint8."""
+        tokens, partial = self.take_tokens(k)
+        return tokens.astype(np.int64), partial

@@ -139,7 +139,6 @@ _TOKEN = [det_from_logsum(_L16) + np.uint8(N_OUT * p) for p in (0, 1)]
 _NOISELESS_LOG = [TOKEN_LOG[tok] for tok in _TOKEN]
 _PACK = [(_L16 | (_TOKEN[p].astype(np.int64) << 4)).astype(np.uint8) for p in (0, 1)]  # L -> b at parity p
 _REPACK = [np.tile(_PACK[p], 16) for p in (0, 1)]  # any byte x -> b of L = x mod 16 at parity p
-_NOISELESS_LOG_OF_BYTE = [np.tile(_NOISELESS_LOG[p], 16) for p in (0, 1)]  # b -> log factor of w
 _STEP = []
 for _p in (0, 1):
     _lt, _lo = np.meshgrid(_L16, _L16, indexing="ij")
@@ -148,10 +147,19 @@ for _p in (0, 1):
         (_lt + _NOISELESS_LOG[_p][_lt] - _NOISELESS_LOG[_p][_lo].astype(np.int64)) % 16
     ]
     _STEP.append(_table)
-# The same step for two streams at once: a uint16 holds two adjacent index bytes (in native byte order),
-# and one look-up in a 64K table yields both streams' next bytes (half the gathers of the byte table).
-_PAIRS = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
-_STEP2 = [np.ascontiguousarray(_STEP[p][_PAIRS]).view(np.uint16).ravel() for p in (0, 1)]
+# The step tables as bytes for bytes.translate, which maps a row of index bytes through them at ~1 cycle per
+# stream (numpy's take needs ~3 per look-up, even on two streams at once through a 64K uint16 table).
+_STEP_BYTES = [_STEP[p].tobytes() for p in (0, 1)]
+# A noise token s_t (value v in 0..7, parity p) as one look-up each: the step's index byte i = 16 * b_t + b_{t-16}
+# fixes L_t (= high nibble of i minus the token that b_{t-16} encodes), so at 256 * v + i _HIT_DELTA[p] holds
+# delta = (log factor of s_t) - (the noiseless one), mod 256 as uint8, and _HIT_BYTE[p] the corrected b_{t+1}.
+_HIT_DELTA, _HIT_BYTE = [], []
+for _p in (0, 1):
+    _i = np.arange(256)
+    _lt = ((_i >> 4) - _TOKEN[_p][_i & 15]) % 16
+    _delta = TOKEN_LOG[np.arange(N_OUT)[:, None] + N_OUT * _p] - _NOISELESS_LOG[_p][_lt][None, :]  # (8, 256)
+    _HIT_DELTA.append(_delta.ravel())
+    _HIT_BYTE.append(_REPACK[1 - _p][_STEP[_p][None, :] + _delta].ravel())
 
 
 class SequenceStreams:
@@ -191,7 +199,7 @@ class SequenceStreams:
         logsum = TOKEN_LOG[start].sum(axis=0, dtype=np.uint16) & 15
         self._current = _PACK[0][logsum]  # b of the next position (16, even)
         self.position = ORDER  # position of the next token
-        chunk = max(16, min(256, (1 << 26) // self.n))  # _advance holds (k + 17, n) bytes: <= 64 MiB
+        chunk = max(16, min(256, (1 << 26) // self.n))  # _advance holds k + 17 rows of n bytes: <= 64 MiB
         for done in range(0, burn_in, chunk):
             self._advance(min(chunk, burn_in - done))
 
@@ -202,65 +210,59 @@ class SequenceStreams:
 
     def advance(self, n_tokens: int) -> np.ndarray:
         """Generate ``n_tokens`` more tokens on every stream; returns them time-major, ``(n_tokens, n)`` uint8."""
-        b, hit_step, hit_stream, hit_token = self._advance(n_tokens)
+        rows, hit_step, hit_stream, hit_token = self._advance(n_tokens)
         width = _padded(self.n)
-        padded = np.empty((b.shape[0], width), dtype=np.uint8)
+        padded = np.empty((len(rows), width), dtype=np.uint8)
         tokens = padded[:, : self.n]
-        np.right_shift(b, 4, out=tokens)  # the rule's tokens
+        for j, row in enumerate(rows):
+            np.right_shift(row, 4, out=tokens[j])  # the rule's tokens
         padded.ravel()[hit_step * width + hit_stream] = hit_token  # the noise tokens
         return tokens
 
-    def _advance(self, n_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Advance ``n_tokens`` positions. Returns the bytes ``b`` ``(n_tokens, n)`` of the new positions and
-        the noise tokens among them as ``(step, stream, token)`` arrays sorted by step."""
+    def _advance(self, n_tokens: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """Advance ``n_tokens`` positions. Returns the bytes ``b`` of the new positions, one ``(n,)`` row per
+        position, and the noise tokens among them as ``(step, stream, token)`` arrays sorted by step."""
         k, n = check_int(n_tokens, "n_tokens", 0), self.n
         hits = noise_positions(self.rng, k * n)
         hit_value = self.rng.integers(0, N_OUT, size=len(hits), dtype=np.uint8)
-        hit_step = hits // n
-        hit_stream = hits - hit_step * n
+        hit_step, hit_stream = np.divmod(hits, n)
         hit_token = hit_value + N_OUT * ((self.position + hit_step) & 1).astype(np.uint8)
-        hit_log = TOKEN_LOG[hit_token]
-        hit_delta = np.empty_like(hit_log)
+        hit_key = hit_value.astype(np.intp) << 8  # 256 * v: the noise value's block of the _HIT tables
+        hit_delta = np.empty(len(hits), dtype=np.uint8)
         bounds = np.searchsorted(hit_step, np.arange(k + 1)).tolist()
-        # B[r] holds b of position (self.position + r - 16), for an even number m of columns (a spare one
-        # when n is odd) so that rows can be stepped two streams per uint16. Rows are padded so that they are
-        # not a power of two apart (cache-set aliasing slows row-wise operations 3x).
-        m = n + (n & 1)
-        Bm = np.zeros((ORDER + k + 1, _padded(m)), dtype=np.uint8)[:, :m]
-        B = Bm[:, :n]
-        B[:ORDER] = self._lags
-        B[ORDER] = self._current
-        index = np.empty(m, dtype=np.uint8)
-        index2 = index.view(np.uint16)
+        # rows[r] holds b of position (self.position + r - 16); a row is never written once the next one
+        # exists, so rows are shared, not copied, with the lags of the next call
+        rows = [*self._lags, self._current]
+        index_bytes = bytearray(n)  # the index row, as bytes for bytes.translate
+        index = np.frombuffer(index_bytes, dtype=np.uint8)
         # (streams, delta) of the noise tokens that leave the window at each step; filled as we go
         leaving = self._leaving + [
             (hit_stream[bounds[j] : bounds[j + 1]], hit_delta[bounds[j] : bounds[j + 1]]) for j in range(k)
         ]
         for j in range(k):
             p = (self.position + j) & 1
-            repack = _REPACK[1 - p]
-            np.multiply(Bm[ORDER + j], 16, out=index)
-            index += Bm[j]
-            # as if s_t, s_{t-16} were noiseless:
-            _STEP2[p].take(index2, out=Bm[ORDER + j + 1].view(np.uint16))
-            row = B[ORDER + j + 1]
+            np.multiply(rows[ORDER + j], 16, out=index)
+            index += rows[j]
+            # as if s_t, s_{t-16} were noiseless (a new, writable bytearray each time: no copy)
+            row = np.frombuffer(index_bytes.translate(_STEP_BYTES[p]), dtype=np.uint8)
+            rows.append(row)
             # A noise token s_t with log factor G adds delta = G - (noiseless log factor) to L from step t + 1
             # on and takes it off again when it leaves the window at step t + 17. Re-packing depends on L
             # mod 16 only, so the corrections compose in any order.
             lo, hi = bounds[j], bounds[j + 1]
             if hi > lo:
                 streams = hit_stream[lo:hi]
-                delta = hit_log[lo:hi] - _NOISELESS_LOG_OF_BYTE[p].take(B[ORDER + j].take(streams))
-                hit_delta[lo:hi] = delta
-                row[streams] = repack.take(row.take(streams) + delta)
+                key = index.take(streams) + hit_key[lo:hi]
+                row[streams] = _HIT_BYTE[p].take(key)
+                _HIT_DELTA[p].take(key, out=hit_delta[lo:hi])
             streams, delta = leaving[j]
             if len(streams):
-                row[streams] = repack.take(row.take(streams) - delta)
+                row[streams] = _REPACK[1 - p].take(row.take(streams) - delta)
         self._leaving = leaving[k : k + ORDER]
-        self._lags = B[k : k + ORDER].copy()
-        self._current = B[ORDER + k].copy()
+        self._lags = rows[k : k + ORDER]
+        self._current = rows[ORDER + k]
         self.position += k
-        return B[ORDER : ORDER + k], hit_step, hit_stream, hit_token
+        return rows[ORDER : ORDER + k], hit_step, hit_stream, hit_token
 
     def histories(self) -> tuple[np.ndarray, np.ndarray]:
         """Advance 20 tokens and return one natural history per stream.
@@ -269,20 +271,25 @@ class SequenceStreams:
             ``(n,)`` uint8 log-sums of their last 15 tokens (the part of the next even token's window that
             the history already fixes; see :func:`partial_logsum`).
         """
-        tokens = self.advance(CONTEXT)
-        hist = np.empty((self.n, CONTEXT), dtype=np.int64)
-        for b in range(0, self.n, _BLOCK):  # transposing in cache-sized blocks
-            hist[b : b + _BLOCK] = tokens[:, b : b + _BLOCK].T
+        hist, partial = self.history_tokens()
+        return hist.astype(np.int64), partial
+
+    def history_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`histories` with the histories as ``(n, 20)`` uint8 tokens."""
+        rows, hit_step, hit_stream, hit_token = self._advance(CONTEXT)
+        hist = np.empty((self.n, CONTEXT), dtype=np.uint8)
+        # a strided store per column: 2-4x faster than numpy's transposing copy
+        for c, row in enumerate(rows):
+            hist[:, c] = row
+        np.right_shift(hist, 4, out=hist)  # the rule's tokens
+        hist.ravel()[hit_stream * CONTEXT + hit_step] = hit_token  # the noise tokens
         # L of the next position minus the log factor of the token leaving its window (b's high nibble: x16)
-        partial = (self._current - TOKEN_LOG.take(tokens[CONTEXT - ORDER])) & 15
+        partial = (self._current - TOKEN_LOG.take(hist[:, CONTEXT - ORDER])) & 15
         return hist, partial
 
 
-_BLOCK = 4096
-
-
 def _padded(n: int) -> int:
-    """Row length for ``n`` (even) streams: at least ``n``; from 256 on, 64 bytes past a multiple of 4 KiB so
+    """Row length for ``n`` streams: at least ``n``; from 256 on, 64 bytes past a multiple of 4 KiB so
     that consecutive rows fall in different cache sets."""
     return n if n < 256 else -(-n // 4096) * 4096 + 64
 

@@ -15,6 +15,7 @@ from seqenv.sampler import HistorySampler
 from seqenv.sequence import (
     CONTEXT,
     N_OUT,
+    ORDER,
     TOKEN_LOG,
     VOCAB,
     det_from_logsum,
@@ -26,6 +27,20 @@ from seqenv.tasks import GoodSpec, good_mask, task_name
 from seqenv.validation import check_positive_int
 
 _NOISE_STEPS = 64  # steps whose noise is drawn at once
+# The world's token for every (noise draw u, log-sum of the history's last 15 tokens, action), at index
+# min(u, 8) * 128 + 8 * logsum + action: noisy() only tells u < 8 (u is the token) from the rest (the rule's
+# value), so min(u, 8) loses nothing. One look-up then replaces the rule, the noise and their temporaries
+# (int64: the dtype of info["next_token"]).
+_WORLD = (
+    noisy(
+        det_from_logsum(np.arange(VOCAB)[:, None] + TOKEN_LOG[N_OUT + np.arange(N_OUT)]),
+        np.arange(N_OUT + 1)[:, None, None],
+    )
+    .ravel()
+    .astype(np.int64)
+)
+_THREE = np.uint8(3)  # a numpy scalar: a Python int costs the ufunc a conversion
+_FIRST_KEPT = CONTEXT - ORDER + 1  # first column of the 15 tokens that partial_logsum sums
 
 
 class SplitSeqVectorEnv(VectorEnv):
@@ -86,12 +101,13 @@ class SplitSeqVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._action_shape = (self.num_envs,)
+        self._all_done = np.ones(self.num_envs, dtype=bool)  # copied: cheaper than np.ones
         self._sampler: HistorySampler | None = None
-        self._obs = np.zeros((self.num_envs, CONTEXT), dtype=np.int64)
+        self._obs = np.zeros((self.num_envs, CONTEXT), dtype=np.uint8)  # tokens; never handed out
         self._partial = np.zeros(self.num_envs, dtype=np.uint8)
         self._t = np.zeros(self.num_envs, dtype=np.int64)
-        self._action_log = TOKEN_LOG[N_OUT:]
         self._noise = np.empty((0, self.num_envs), dtype=np.int16)  # noise draws for the coming steps
+        self._noise_index = self._noise.astype(np.int64)  # their part of the _WORLD index: min(u, 8) * 128
         self._noise_next = 0
 
     def reset(
@@ -103,7 +119,7 @@ class SplitSeqVectorEnv(VectorEnv):
         super().reset(seed=seed)
         if seed is not None or self._sampler is None:
             self._sampler = HistorySampler(self._history_batch, self.np_random)
-            self._noise, self._noise_next = self._noise[:0], 0
+            self._set_noise(self._noise[:0], 0)
         mask = options.get("reset_mask")
         if mask is not None:
             mask = np.asarray(mask)
@@ -115,19 +131,20 @@ class SplitSeqVectorEnv(VectorEnv):
         histories = _history_option(options, "histories", (self.num_envs, CONTEXT))
         if histories is None:
             n = self.num_envs if mask is None else int(np.count_nonzero(mask))
-            histories, partial = self._sampler.take(n)
+            histories, partial = self._sampler.take_tokens(n)
         else:
             partial = partial_logsum(histories)
+            histories = histories.astype(np.uint8)  # validated tokens 0..15
             if mask is not None:
                 histories, partial = histories[mask], partial[mask]
         if mask is None:
-            self._obs, self._partial = histories, partial  # views nothing else writes
+            self._obs, self._partial = histories, partial  # arrays nothing else writes
             self._t[:] = 0
         else:
             self._obs, self._partial = self._obs.copy(), self._partial.copy()
             self._obs[mask], self._partial[mask] = histories, partial
             self._t[mask] = 0
-        return self._obs.copy(), {}
+        return self._obs.astype(np.int64), {}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that decides the coming resets and steps, as plain data: ints, numpy arrays and the
@@ -140,7 +157,7 @@ class SplitSeqVectorEnv(VectorEnv):
             "rng": self.np_random.bit_generator.state,  # also the sampler's generator
             "rng_seed": self._np_random_seed,
             "sampler": self._sampler.state_dict(),
-            "obs": self._obs.copy(),
+            "obs": self._obs.astype(np.int64),
             "partial": self._partial.copy(),
             "t": self._t.copy(),
             "noise": self._noise.copy(),
@@ -158,11 +175,16 @@ class SplitSeqVectorEnv(VectorEnv):
         self._np_random_seed = state["rng_seed"]
         self._sampler.load_state_dict(state["sampler"])
         self._sampler.streams.rng = self.np_random
-        self._obs = np.array(state["obs"], dtype=np.int64)
+        self._obs = np.asarray(state["obs"]).astype(np.uint8)  # tokens 0..15
         self._partial = np.array(state["partial"], dtype=np.uint8)
         self._t = np.array(state["t"], dtype=np.int64)
-        self._noise = np.array(state["noise"], dtype=np.int16)
-        self._noise_next = int(state["noise_next"])
+        self._set_noise(np.array(state["noise"], dtype=np.int16), int(state["noise_next"]))
+
+    def _set_noise(self, noise: np.ndarray, next_step: int) -> None:
+        """Noise draws ``(steps, num_envs)`` for the coming steps, from row ``next_step`` on."""
+        self._noise, self._noise_next = noise, next_step
+        self._noise_index = np.minimum(noise, N_OUT).astype(np.int64)
+        self._noise_index <<= 7
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -178,8 +200,10 @@ class SplitSeqVectorEnv(VectorEnv):
             raise TypeError(f"actions must be integers in 0..{N_OUT - 1}, got {actions!r} of dtype {a.dtype}")
         if a.shape != self._action_shape:
             raise ValueError(f"actions must have shape ({self.num_envs},), one per env, got shape {a.shape}")
+        if a.dtype.char != "l":
+            a = a.astype(np.int64)
         # as unsigned 64-bit, negative actions are huge: one reduction checks both bounds
-        if (a if a.dtype.char == "l" else a.astype(np.int64)).view(np.uint64).max() >= N_OUT:
+        if a.view(np.uint64).max() >= N_OUT:
             i = int(np.flatnonzero((a < 0) | (a >= N_OUT))[0])
             raise ValueError(
                 f"action {a[i]} of env {i} is out of range: expected ints in 0..{N_OUT - 1} (token 8 + action)"
@@ -192,26 +216,33 @@ class SplitSeqVectorEnv(VectorEnv):
         a = self._check_actions(actions)
         n = self.num_envs
         if self._noise_next >= len(self._noise):
-            self._noise, self._noise_next = noise_draws(self.np_random, (_NOISE_STEPS, n)), 0
-        u = self._noise[self._noise_next]
+            self._set_noise(noise_draws(self.np_random, (_NOISE_STEPS, n)), 0)
+        index = self._noise_index[self._noise_next] + np.left_shift(self._partial, _THREE)
+        index += a
         self._noise_next += 1
-        x = noisy(det_from_logsum(self._partial + self._action_log.take(a)), u)
+        # the world's token: noisy(det_from_logsum(partial + log factor of 8 + a), u)
+        next_token = x = _WORLD.take(index)
         success = self._good.take(x)
-        next_token = x.astype(np.int64)
+        obs = self._obs
         final_obs = np.empty((n, CONTEXT), dtype=np.int64)
-        final_obs.ravel()[:-2] = self._obs.ravel()[2:]  # shift every row by 2; columns 18, 19 are set next
+        final_obs.ravel()[:-2] = obs.ravel()[2:]  # shift every row by 2; columns 18, 19 are set next
         np.add(a, N_OUT, out=final_obs[:, -2])
         final_obs[:, -1] = next_token
         if self.episode_length == 1:  # every env ends: the whole batch resets
-            done = np.ones(n, dtype=bool)
-            self._obs, self._partial = self._sampler.take(n)
+            done = self._all_done.copy()
+            self._obs, self._partial = self._sampler.take_tokens(n)
         else:
             self._t += 1
             done = self._t >= self.episode_length
-            self._obs, self._partial = final_obs.copy(), partial_logsum(final_obs)
+            # the log-sum of the new last 15 tokens: two tokens leave it, 8 + a and x enter
+            partial = self._partial - TOKEN_LOG.take(obs[:, _FIRST_KEPT])
+            partial -= TOKEN_LOG.take(obs[:, _FIRST_KEPT + 1])
+            partial += TOKEN_LOG.take(a + N_OUT)
+            partial += TOKEN_LOG.take(x)
+            self._obs, self._partial = final_obs.astype(np.uint8), partial & 15
             n_done = int(np.count_nonzero(done))
             if n_done:
-                self._obs[done], self._partial[done] = self._sampler.take(n_done)
+                self._obs[done], self._partial[done] = self._sampler.take_tokens(n_done)
                 self._t[done] = 0
         info: dict[str, Any] = {"next_token": next_token, "success": success}
         if self.episode_length == 1 or n_done:
@@ -224,4 +255,4 @@ class SplitSeqVectorEnv(VectorEnv):
                 "_success": done,
             }
             info["_final_info"] = done
-        return self._obs.copy(), success.astype(np.float64), done, np.zeros(n, dtype=bool), info
+        return self._obs.astype(np.int64), success.astype(np.float64), done, np.zeros(n, dtype=bool), info

@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode
 from scipy import stats
 
 from seqenv import SplitSeqVectorEnv
+from seqenv.sampler import HistorySampler
 from seqenv.sequence import (
     CONTEXT,
     N_OUT,
@@ -18,6 +19,8 @@ from seqenv.sequence import (
     deterministic_next,
     natural_histories,
     next_deterministic,
+    noisy,
+    partial_logsum,
     transition_probs,
     validate_histories,
 )
@@ -256,3 +259,125 @@ def test_sync_vector_env_of_the_single_env_works_too():
     validate_histories(obs)
     _, reward, terminated, _, _ = envs.step(np.arange(4))
     assert terminated.all() and reward.shape == (4,)
+
+
+def test_a_seed_fixes_every_observation_and_outcome():
+    """Same seed, same numbers: runs, checkpoints and published tables depend on the env's exact stream. These
+    values were recorded with the implementation before issue 16's speed-ups; only a deliberate, announced
+    change may alter them."""
+    envs = make(3, episode_length=2)
+    obs, _ = envs.reset(seed=2024)
+    np.testing.assert_array_equal(
+        obs,
+        [
+            [8, 5, 13, 5, 10, 0, 11, 4, 10, 2, 13, 7, 15, 4, 9, 2, 10, 2, 13, 5],
+            [12, 3, 8, 1, 14, 6, 14, 6, 10, 4, 8, 1, 11, 5, 13, 0, 10, 7, 13, 7],
+            [14, 4, 10, 1, 9, 6, 14, 4, 15, 3, 10, 3, 12, 4, 8, 3, 11, 2, 8, 5],
+        ],
+    )
+    expected = [  # actions, world's tokens, rewards, terminated, last 4 columns of the next observation
+        ([0, 1, 2], [1, 5, 0], [0, 0, 1], False, [[13, 5, 8, 1], [13, 7, 9, 5], [8, 5, 10, 0]]),
+        ([7, 6, 5], [6, 0, 1], [1, 1, 0], True, [[10, 0, 8, 5], [11, 7, 15, 7], [11, 7, 15, 7]]),
+        ([3, 3, 3], [4, 1, 0], [1, 0, 1], False, [[8, 5, 11, 4], [15, 7, 11, 1], [15, 7, 11, 0]]),
+    ]
+    for a, x, r, ended, tail in expected:
+        nxt, reward, terminated, _, info = envs.step(np.array(a))
+        np.testing.assert_array_equal(info["next_token"], x)
+        np.testing.assert_array_equal(reward, r)
+        assert (terminated == ended).all()
+        np.testing.assert_array_equal(nxt[:, -4:], tail)
+    envs = make(1024)
+    envs.reset(seed=7)
+    rng = np.random.default_rng(7)
+    total = 0
+    for _ in range(40):
+        nxt, *_, info = envs.step(rng.integers(0, N_OUT, 1024))
+        total += int(info["next_token"].sum())
+    assert (total, int(nxt.sum())) == (143321, 153374)
+    np.testing.assert_array_equal(
+        nxt[:2],
+        [
+            [8, 0, 10, 7, 11, 3, 14, 2, 10, 2, 10, 2, 11, 7, 14, 7, 8, 0, 8, 5],
+            [15, 3, 13, 7, 13, 3, 13, 5, 14, 1, 14, 1, 13, 1, 10, 6, 13, 7, 13, 5],
+        ],
+    )
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_arrays_handed_out_belong_to_the_caller(k):
+    """Writing into whatever reset and step return (observations, rewards, flags, info arrays) changes nothing
+    in the env: a scribbled-on env continues exactly like an untouched twin."""
+    clean, scribbled = make(64, episode_length=k), make(64, episode_length=k)
+    obs, _ = clean.reset(seed=4)
+    mine, _ = scribbled.reset(seed=4)
+    np.testing.assert_array_equal(obs, mine)
+    mine[:] = 15
+    rng = np.random.default_rng(4)
+    for _ in range(12):
+        a = rng.integers(0, N_OUT, 64)
+        want, got = clean.step(a), scribbled.step(a)
+        for x, y in zip(want[:4], got[:4]):
+            np.testing.assert_array_equal(x, y)
+        assert sorted(want[4]) == sorted(got[4])
+        for key in ("next_token", "success", "final_obs", "_final_obs"):
+            if key in want[4]:
+                np.testing.assert_array_equal(want[4][key], got[4][key])
+        for arr in (*got[:4], *(v for v in got[4].values() if isinstance(v, np.ndarray))):
+            arr[...] = arr.dtype.type(True if arr.dtype == bool else 1)
+        for arr in got[4].get("final_info", {}).values():
+            arr[...] = arr.dtype.type(1)
+
+
+def test_state_dict_holds_the_last_observation_as_int64_and_continues_exactly():
+    """The state keeps the plain int64 format of existing checkpoints, and a restored env continues exactly."""
+    envs = make(6, episode_length=3, history_batch=10)
+    envs.reset(seed=5)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        obs, *_ = envs.step(rng.integers(0, N_OUT, 6))
+    state = envs.state_dict()
+    assert state["obs"].dtype == np.int64 and state["sampler"]["hist"].dtype == np.int64
+    np.testing.assert_array_equal(state["obs"], obs)
+    twin = make(6, episode_length=3, history_batch=10)
+    twin.load_state_dict(state)
+    for _ in range(25):  # across refills of the 10-history supply and episode ends
+        a = rng.integers(0, N_OUT, 6)
+        for x, y in zip(envs.step(a)[:4], twin.step(a)[:4]):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_history_sampler_serves_one_sequence_of_natural_histories_in_every_form():
+    """take (int64), take_tokens (uint8) and take_one hand out the same histories in the same order, across
+    refills, each with the log-sum of its last 15 tokens."""
+    samplers = [HistorySampler(50, np.random.default_rng(1)) for _ in range(3)]
+    sizes = (7, 50, 60, 3)
+    h64, p64 = zip(*(samplers[0].take(k) for k in sizes))
+    h8, p8 = zip(*(samplers[1].take_tokens(k) for k in sizes))
+    one = [samplers[2].take_one() for _ in range(sum(sizes))]
+    h64, h8 = np.concatenate(h64), np.concatenate(h8)
+    assert h64.dtype == np.int64 and h8.dtype == np.uint8 and h64.shape == (sum(sizes), CONTEXT)
+    np.testing.assert_array_equal(h64, h8)
+    np.testing.assert_array_equal(h64, np.stack([h for h, _ in one]))
+    validate_histories(h64)
+    partial = partial_logsum(h64)
+    np.testing.assert_array_equal(np.concatenate(p64), partial)
+    np.testing.assert_array_equal(np.concatenate(p8), partial)
+    assert [p for _, p in one] == partial.tolist()
+
+
+def test_the_worlds_token_is_noisy_applied_to_the_rule_for_every_noise_draw():
+    """Given the noise draw u of a step (0..399, from the state), the world writes exactly
+    noisy(next_deterministic(h, a), u): u itself when u < 8, the rule's value otherwise."""
+    n = 2 * 400
+    envs = make(n, episode_length=2)
+    obs, _ = envs.reset(seed=6)
+    u = np.tile(np.arange(400, dtype=np.int16), 2)
+    rng = np.random.default_rng(6)
+    for _ in range(3):  # fresh histories, then a continuing episode, then fresh again
+        state = envs.state_dict()
+        state["noise"], state["noise_next"] = u[None, :], 0
+        envs.load_state_dict(state)
+        a = rng.integers(0, N_OUT, n)
+        obs_next, *_, info = envs.step(a)
+        np.testing.assert_array_equal(info["next_token"], noisy(next_deterministic(obs, a), u))
+        obs = obs_next
