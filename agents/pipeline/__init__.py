@@ -12,10 +12,12 @@ From Python::
 
 The sweep is a graph of units (:mod:`~agents.pipeline.plan`), each writing one file of the sweep directory
 (:mod:`~agents.pipeline.layout`). Modules, from the bottom up: ``layout`` → ``config`` → ``plan`` →
-``records`` → ``measure`` / ``figures`` / ``report`` → ``units`` → ``backends`` → ``sweep`` → ``merge``;
+``records`` → ``measure`` / ``figures`` / ``report`` → ``units`` → ``backends`` → ``sweep`` → ``bundle`` →
+``merge``;
 each imports only modules below it.
 """
 
+from agents.pipeline.bundle import BundleError, make_bundle, verify_bundle
 from agents.pipeline.config import SIZE_ORDER, SWEEP_PRESETS, Preset, SweepConfig
 from agents.pipeline.layout import checkpoint_path, load_histories
 from agents.pipeline.merge import merge_sweeps
@@ -25,6 +27,7 @@ from agents.pipeline.sweep import SweepError, SweepSummary, default_workers, run
 from agents.pipeline.units import finetune_config, pretrain_config
 
 __all__ = [
+    "BundleError",
     "RESULT_COLUMNS",
     "SIZE_ORDER",
     "SWEEP_PRESETS",
@@ -37,10 +40,12 @@ __all__ = [
     "default_workers",
     "finetune_config",
     "load_histories",
+    "make_bundle",
     "merge_sweeps",
     "plan",
     "pretrain_config",
     "read_csv",
     "run_sweep",
     "units_to_run",
+    "verify_bundle",
 ]

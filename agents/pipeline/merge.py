@@ -1,21 +1,88 @@
-"""Combine finished sweeps that differ only in their seeds (run on separate machines) into one sweep."""
+"""Combine finished sweeps that differ only in their seeds (run on separate machines) into one sweep; the
+sources may be sweep directories or bundles of them (:mod:`~agents.pipeline.bundle`), mixed freely."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from agents.checkpoint import atomic_write
+from agents.pipeline.bundle import (
+    bundle_histories,
+    is_bundle,
+    read_manifest,
+    unit_files,
+    verify_bundle,
+)
 from agents.pipeline.config import SweepConfig
-from agents.pipeline.layout import HISTORIES_FILE, RUNS_FILE, SWEEP_FILE, tensorboard_dir, timing_path
-from agents.pipeline.plan import plan, units_to_run
+from agents.pipeline.layout import HISTORIES_FILE, REPORT_FILE, RUNS_FILE, SWEEP_FILE, tensorboard_dir
+from agents.pipeline.plan import Unit, plan, units_to_run
 from agents.pipeline.records import save_csv
 from agents.pipeline.sweep import SweepLock, check_sweep_file
-from agents.training import history_path
+
+#: the modification times the merged files get, one unit after another in dependency order (see
+#: :func:`date_in_order`): far enough apart for any file system that keeps nanoseconds or milliseconds
+TIME_STEP_NS = 1_000_000
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One sweep to merge: a sweep directory, or a bundle (``files``: what its manifest lists)."""
+
+    root: Path
+    config: SweepConfig
+    files: frozenset[str] | None = None
+
+    @property
+    def bundle(self) -> bool:
+        return self.files is not None
+
+    def has(self, rel: str) -> bool:
+        return (rel in self.files) if self.files is not None else (self.root / rel).is_file()
+
+    def histories(self) -> bytes:
+        return bundle_histories(self.root) if self.bundle else (self.root / HISTORIES_FILE).read_bytes()
+
+
+def _open(root: Path) -> _Source:
+    if is_bundle(root):
+        manifest, config = read_manifest(root)
+        return _Source(root, config, frozenset(manifest["files"]))
+    if not (root / SWEEP_FILE).is_file():
+        raise ValueError(f"{root} is not a sweep directory (no sweep.json) nor a bundle (no bundle.json)")
+    return _Source(root, SweepConfig.from_dict(json.loads((root / SWEEP_FILE).read_text())))
+
+
+def _check_finished(src: _Source) -> None:
+    """A sweep directory: every unit finished by its files' times; a bundle: its manifest verifies."""
+    if src.bundle:
+        verify_bundle(src.root)
+        return
+    left = [u.name for u in units_to_run(src.root, plan(src.config)) if u.kind != "report"]
+    if left:
+        raise ValueError(
+            f"{src.root} is not finished: {len(left)} units left (first: {left[0]}); rerun its sweep to "
+            "finish it"
+        )
+
+
+def date_in_order(root: Path, units: list[Unit]) -> None:
+    """Give the files of ``units`` (in dependency order) modification times one :data:`TIME_STEP_NS` apart,
+    in that order and all in the past, so :func:`~agents.pipeline.plan.units_to_run` sees every unit as no
+    older than its inputs: finished. Copies lose their times (git keeps none), so the merged sweep is
+    dated by its plan rather than by its sources."""
+    base = time.time_ns() - (len(units) + 1) * TIME_STEP_NS
+    for i, u in enumerate(units):
+        t = base + i * TIME_STEP_NS
+        for rel in unit_files(u):
+            if (root / rel).is_file():
+                os.utime(root / rel, ns=(t, t))
 
 
 def merge_sweeps(
@@ -25,50 +92,49 @@ def merge_sweeps(
 
     For seeds run on separate machines without a shared file system (``--seeds 0`` on one, ``--seeds 1`` on
     another, ...): every source must hold a finished sweep (its report aside) with the same settings but
-    disjoint seeds, measured on byte-identical histories. Their files are copied into ``out`` with their
-    modification times, so the merged directory is a finished sweep of all the seeds; ``runs.csv`` keeps
-    every source's invocations (with a ``source`` column) and the timing records come along. The report is
-    not built here: :func:`run_sweep` on the returned config builds it and runs nothing else.
+    disjoint seeds, measured on byte-identical histories. A source is a sweep directory (finished: every
+    unit's file is there and no older than its inputs) or a bundle (:func:`~agents.pipeline.bundle.make_bundle`;
+    finished: its manifest verifies, every file's size and sha256). Their files are copied into ``out`` and
+    dated in dependency order (:func:`date_in_order`), so the merged directory is a finished sweep of all the
+    seeds; ``runs.csv`` keeps every source's invocations (with a ``source`` column) and the timing records
+    come along. The report is not built here: :func:`run_sweep` on the returned config builds it and runs
+    nothing else.
 
     :param out: the merged sweep directory (new, or a previous merge of the same sources).
-    :param sources: sweep directories to merge (at least two).
+    :param sources: sweep directories or bundles to merge: at least two, or one bundle (to unpack it).
     :param preset: if given, the preset the sources must have run.
     :return: the merged :class:`SweepConfig` (the sources' settings, every seed).
     """
     roots = [Path(src).resolve() for src in sources]
-    if len(roots) < 2:
-        raise ValueError(f"merging needs at least two sweep directories, got {len(roots)}")
-    configs = []
-    for r in roots:
-        if not (r / SWEEP_FILE).is_file():
-            raise ValueError(f"{r} is not a sweep directory (no sweep.json)")
-        configs.append(SweepConfig.from_dict(json.loads((r / SWEEP_FILE).read_text())))
-    base = configs[0].to_dict()
+    if len(roots) < 2 and not (len(roots) == 1 and is_bundle(roots[0])):
+        raise ValueError(
+            f"merging needs at least two sweep directories or bundles (or one bundle, to unpack it), got "
+            f"{len(roots)}"
+        )
+    srcs = [_open(r) for r in roots]
+    base = srcs[0].config.to_dict()
     if preset is not None and preset != base["preset"]:
         raise ValueError(f"preset {preset!r} asked for, but {roots[0]} ran the {base['preset']!r} preset")
-    for r, c in zip(roots[1:], configs[1:]):
-        diff = sorted(k for k, v in c.to_dict().items() if k != "seeds" and v != base[k])
+    for s in srcs[1:]:
+        mine = s.config.to_dict()
+        diff = sorted(k for k, v in mine.items() if k != "seeds" and v != base[k])
         if diff:
-            changes = ", ".join(f"{k}: {base[k]!r} vs {c.to_dict()[k]!r}" for k in diff)
-            raise ValueError(f"{r} differs from {roots[0]} in more than its seeds ({changes})")
+            changes = ", ".join(f"{k}: {base[k]!r} vs {mine[k]!r}" for k in diff)
+            raise ValueError(f"{s.root} differs from {roots[0]} in more than its seeds ({changes})")
     seen: dict[int, Path] = {}
-    for r, c in zip(roots, configs):
-        for seed in c.seeds:
+    for s in srcs:
+        for seed in s.config.seeds:
             if seed in seen:
                 raise ValueError(
-                    f"seed {seed} is in both {seen[seed]} and {r}; merged sweeps must not share seeds"
+                    f"seed {seed} is in both {seen[seed]} and {s.root}; merged sweeps must not share seeds"
                 )
-            seen[seed] = r
-    for r, c in zip(roots, configs):
-        left = [u.name for u in units_to_run(r, plan(c)) if u.kind != "report"]
-        if left:
-            raise ValueError(
-                f"{r} is not finished: {len(left)} units left (first: {left[0]}); rerun its sweep to finish it"
-            )
-    histories = [(r / HISTORIES_FILE).read_bytes() for r in roots]
-    for r, h in zip(roots[1:], histories[1:]):
+            seen[seed] = s.root
+    for s in srcs:
+        _check_finished(s)
+    histories = [s.histories() for s in srcs]
+    for s, h in zip(srcs[1:], histories[1:]):
         if h != histories[0]:
-            raise ValueError(f"{r}/histories.npy differs from {roots[0]}/histories.npy")
+            raise ValueError(f"{s.root}'s histories.npy differs from {roots[0]}'s")
     merged = SweepConfig.from_dict({**base, "seeds": sorted(seen)})
     root = Path(out).resolve()
     if root in roots:
@@ -77,29 +143,27 @@ def merge_sweeps(
     lock = SweepLock(root)
     try:
         check_sweep_file(root, merged)
-        # shared units from the source with the oldest histories, so every copied measurement is newer
-        first = min(range(len(roots)), key=lambda i: (roots[i] / HISTORIES_FILE).stat().st_mtime_ns)
         runs = []
-        for i, (r, c) in enumerate(zip(roots, configs)):
-            for u in plan(c):
-                if u.kind == "report" or (u.kind in ("histories", "reference") and i != first):
+        for i, s in enumerate(srcs):
+            for u in plan(s.config):
+                # the shared units (histories, reference policies) from the first source
+                if u.kind == "report" or (u.kind in ("histories", "reference") and i > 0):
                     continue
-                files = [Path(u.output), timing_path(Path(), u.name)]
-                if u.kind in ("pretrain", "finetune"):
-                    files += [history_path(Path(u.output))]
-                for f in files:
-                    if (
-                        r / f
-                    ).is_file():  # copy2 keeps the modification time, which says the unit is finished
-                        atomic_write(root / f, lambda tmp, src=r / f: shutil.copy2(src, tmp))
-                if u.kind in ("pretrain", "finetune") and tensorboard_dir(r, u.model).is_dir():
+                for rel in unit_files(u):
+                    if u.kind == "histories" and rel == u.output:
+                        atomic_write(root / rel, lambda tmp: Path(tmp).write_bytes(histories[0]))
+                    elif s.has(rel):
+                        atomic_write(root / rel, lambda tmp, f=s.root / rel: shutil.copyfile(f, tmp))
+                if u.kind in ("pretrain", "finetune") and tensorboard_dir(s.root, u.model).is_dir():
                     shutil.copytree(
-                        tensorboard_dir(r, u.model), tensorboard_dir(root, u.model), dirs_exist_ok=True
+                        tensorboard_dir(s.root, u.model), tensorboard_dir(root, u.model), dirs_exist_ok=True
                     )
-            if (r / RUNS_FILE).is_file():
-                runs.append(pd.read_csv(r / RUNS_FILE).assign(source=str(r)))
+            if s.has(RUNS_FILE):
+                runs.append(pd.read_csv(s.root / RUNS_FILE).assign(source=str(s.root)))
         if runs:
             save_csv(pd.concat(runs, ignore_index=True), root / RUNS_FILE)
+        date_in_order(root, [u for u in plan(merged) if u.kind != "report"])
+        (root / REPORT_FILE).unlink(missing_ok=True)  # a previous merge's report: rebuilt from these files
     finally:
         lock.release()
     return merged
