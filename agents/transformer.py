@@ -3,10 +3,15 @@
 Everything in one file, in the spirit of nanoGPT's ``model.py``: a config dataclass, a pre-LayerNorm
 encoder block with bidirectional (unmasked) self-attention through ``F.scaled_dot_product_attention``,
 and a head on the last position giving 16 next-token logits. The policy view is the 8 odd-token logits.
+
+For :mod:`measures.internal` the model also exposes its internal sites (``internal_sites``,
+``input_embeddings``, ``logits_from_embeddings``): a site's value at the read-out (last) position can be
+read or replaced by an *edit*, a function of that value, without changing the numbers of ``forward``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -14,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqenv.sequence import CONTEXT, N_OUT, VOCAB
+
+#: An edit of an internal site: the site's value at the read-out position ``(B, C)`` -> what is used instead.
+Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -106,11 +114,29 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """``(B, T, C) -> (B, T, C)``, or ``(B, 1, C)`` for the last position only (the same numbers)."""
+    def forward(
+        self, x: torch.Tensor, last_only: bool = False, edits: Mapping[str, Edit] | None = None
+    ) -> torch.Tensor:
+        """``(B, T, C) -> (B, T, C)``, or ``(B, 1, C)`` for the last position only (the same numbers).
+
+        :param edits: ``{"attn" | "mlp" | "resid": edit}``: replace what the attention or MLP adds to the
+            residual stream, or the stream after the block, at the last position by ``edit(value)``.
+        """
         h = self.attn(self.ln1(x), last_only)
+        if edits:
+            h = _edit_last(h, edits.get("attn"))
         x = (x[:, -1:] if last_only else x) + h
-        return x + self.mlp(self.ln2(x))
+        if not edits:
+            return x + self.mlp(self.ln2(x))
+        x = x + _edit_last(self.mlp(self.ln2(x)), edits.get("mlp"))
+        return _edit_last(x, edits.get("resid"))
+
+
+def _edit_last(t: torch.Tensor, edit: Edit | None) -> torch.Tensor:
+    """``t`` ``(B, T, C)`` with its last position replaced by ``edit(t[:, -1])`` (``t`` itself without an edit)."""
+    if edit is None:
+        return t
+    return torch.cat([t[:, :-1], edit(t[:, -1]).unsqueeze(1)], dim=1)
 
 
 class SplitSeqTransformer(nn.Module):
@@ -154,10 +180,21 @@ class SplitSeqTransformer(nn.Module):
         """The final (layer-normed) residual stream at the last position, ``(B, n_embd)``."""
         if idx.dim() != 2 or idx.shape[1] != self.cfg.context:
             raise ValueError(f"expected token ids of shape (B, {self.cfg.context}), got {tuple(idx.shape)}")
-        x = self.drop(self.tok_emb(idx) + self.pos_emb)
+        return self.features_from_embeddings(self.tok_emb(idx) + self.pos_emb)
+
+    def features_from_embeddings(
+        self, emb: torch.Tensor, edits: Mapping[str, Edit] | None = None
+    ) -> torch.Tensor:
+        """:meth:`features` from the input embeddings ``(B, T, C)`` (token + position), with optional site edits.
+
+        :param edits: ``{site: edit}`` for sites of :meth:`internal_sites`; ``edit`` maps the site's value at
+            the read-out position ``(B, C)`` to what is used instead (other positions stay as they are).
+        """
+        per_block = self._edits_per_block(edits)
+        x = self.drop(emb)
         # Only the last position is read out, so the last block computes only it (same result, less work).
         for i, block in enumerate(self.blocks):
-            x = block(x, last_only=i == len(self.blocks) - 1)
+            x = block(x, i == len(self.blocks) - 1, per_block[i])
         return self.ln_f(x[:, -1])
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -167,6 +204,42 @@ class SplitSeqTransformer(nn.Module):
     def policy_logits(self, idx: torch.Tensor) -> torch.Tensor:
         """The policy view: logits of the odd tokens 8..15, i.e. of actions 0..7, ``(B, 8)``."""
         return self.forward(idx)[:, N_OUT:]
+
+    # measures.internal's InternalModel protocol
+    def internal_sites(self) -> list[str]:
+        """``block{l}.attn``, ``block{l}.mlp`` for every block and ``block{l}.resid`` below the last one."""
+        n = self.cfg.n_layer
+        return [
+            f"block{i}.{part}"
+            for i in range(n)
+            for part in ("attn", "mlp", "resid")
+            if part != "resid" or i < n - 1
+        ]
+
+    def input_embeddings(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token plus position embeddings ``(B, T, C)`` of token ids ``(B, T)`` (before dropout)."""
+        if idx.dim() != 2 or idx.shape[1] != self.cfg.context:
+            raise ValueError(f"expected token ids of shape (B, {self.cfg.context}), got {tuple(idx.shape)}")
+        return self.tok_emb(idx) + self.pos_emb
+
+    def logits_from_embeddings(
+        self, emb: torch.Tensor, edits: Mapping[str, Edit] | None = None
+    ) -> torch.Tensor:
+        """Next-token logits ``(B, 16)`` from input embeddings ``(B, T, C)``, with optional site edits."""
+        return self.head(self.features_from_embeddings(emb, edits))
+
+    def _edits_per_block(self, edits: Mapping[str, Edit] | None) -> list[dict[str, Edit] | None]:
+        per_block: list[dict[str, Edit] | None] = [None] * self.cfg.n_layer
+        if not edits:
+            return per_block
+        valid = self.internal_sites()
+        for name, edit in edits.items():
+            if name not in valid:
+                raise ValueError(f"unknown internal site {name!r}; expected one of {valid}")
+            block, part = name.split(".")
+            i = int(block[len("block") :])
+            per_block[i] = {**(per_block[i] or {}), part: edit}
+        return per_block
 
 
 def count_parameters(model: nn.Module) -> int:

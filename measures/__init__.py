@@ -11,14 +11,17 @@ The measures are defined in docs/spec.md §4.
 * :func:`self_evaluate` — the same figures in the model's own predicted world;
 * :mod:`measures.theory` — ``op_theory``, ``imp_min``, ``entropy``, ``kl``;
 * :mod:`measures.differential` — Jacobian Op/Imp (Appendix A) with a ``torch.func`` helper;
+* :func:`site_measures` (:mod:`measures.internal`) — the same on a transformer's own activations, per
+  history and internal site (docs/internal.md);
 * :func:`measure_mdp`, :func:`measure_simulator`, :func:`meg` — Op/Imp in any tabular Gymnasium world (exact)
   or copyable simulator (Monte Carlo), and MEG beside them (docs/worlds.md).
 """
 
-from measures import differential, theory
+from measures import differential, internal, theory
 from measures.api import MeasureResult, measure
 from measures.baselines import natural_action_probs
 from measures.cross import ObjectiveIdentification, cross_objective, identify_objective
+from measures.internal import InternalModel, site_measures
 from measures.mdp import InfiniteImpactWarning, WorldMeasureResult, measure_mdp
 from measures.meg import MEGResult, meg, optimal_policy
 from measures.policies import action_probabilities
@@ -30,6 +33,7 @@ from measures.worlds import TabularWorld, tabular_world
 
 __all__ = [
     "InfiniteImpactWarning",
+    "InternalModel",
     "MEGResult",
     "MeasureResult",
     "ObjectiveIdentification",
@@ -43,6 +47,7 @@ __all__ = [
     "epsilon_greedy",
     "identify_objective",
     "imp_min",
+    "internal",
     "kl",
     "measure",
     "measure_mdp",
@@ -52,6 +57,7 @@ __all__ = [
     "op_theory",
     "optimal_policy",
     "self_evaluate",
+    "site_measures",
     "tabular_world",
     "theory",
     "uniform_policy",

@@ -15,6 +15,7 @@ off: it would overwrite the pretrained transformer.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch as th
@@ -26,7 +27,7 @@ from torch import nn
 
 from agents.checkpoint import CheckpointError
 from agents.sb3.torch_layers import TransformerExtractor
-from agents.transformer import SplitSeqTransformer
+from agents.transformer import Edit, SplitSeqTransformer
 from seqenv.sequence import N_OUT
 
 
@@ -145,6 +146,21 @@ class TransformerPolicy(ActorCriticPolicy):
         """``(B, 16)`` next-token logits: the LM head's even-token rows 0..7 and the (trained) action head."""
         features = self.pi_features_extractor(obs)
         return th.cat([self.transformer.head(features)[:, :N_OUT], self.action_net(features)], dim=1)
+
+    # measures.internal's InternalModel protocol: the actor's transformer with the trained action head
+    def internal_sites(self) -> list[str]:
+        """The actor transformer's sites (:meth:`SplitSeqTransformer.internal_sites`)."""
+        return self.transformer.internal_sites()
+
+    def input_embeddings(self, idx: th.Tensor) -> th.Tensor:
+        """The actor transformer's token plus position embeddings ``(B, 20, C)``."""
+        return self.transformer.input_embeddings(idx)
+
+    def logits_from_embeddings(self, emb: th.Tensor, edits: Mapping[str, Edit] | None = None) -> th.Tensor:
+        """:meth:`next_token_logits` from input embeddings, with the transformer's site edits."""
+        features = self.transformer.features_from_embeddings(emb, edits)
+        actions = self.action_net(self.mlp_extractor.forward_actor(features))
+        return th.cat([self.transformer.head(features)[:, :N_OUT], actions], dim=1)
 
     @classmethod
     def kwargs_from_saved(cls, policy_kwargs: dict[str, Any], policy_state: dict[str, Any]) -> dict[str, Any]:
