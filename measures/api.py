@@ -445,7 +445,8 @@ def measure(
 
     :param policy: any policy: a callable on ``(N, 20)`` int64 histories returning actions ``(N,)`` or
         probabilities ``(N, 8)``; a torch module giving ``(N, 8)`` or next-token ``(N, 16)`` logits; a
-        Stable-Baselines3 model or policy; an object with ``action_probs(histories, temperature)``.
+        Stable-Baselines3 model or policy; an object with ``action_probs(histories, temperature)``; any of
+        these in a :class:`~measures.policies.CachedPolicy`, which runs it once for several measures.
     :param task: ``"ngood2"``, ``"ngood4"``, ``"ngood6"`` or a custom good set (a proper subset of 0..7).
     :param histories: explicit ``(N, 20)`` natural histories (N >= 2). The exact method is then exact on
         them (no sampling); ``None`` draws ``n_histories`` with ``seed``.

@@ -49,7 +49,8 @@ def cross_objective(
 ) -> pd.DataFrame:
     """Measure ``policy`` on every task at once: one row per task.
 
-    :param policy: any policy :func:`measures.measure` accepts.
+    :param policy: any policy :func:`measures.measure` accepts; a :class:`~measures.policies.CachedPolicy`
+        shares its forward pass on the histories with the other measures given it.
     :param tasks: task ids or custom good sets (default the post's three).
     :param ci: add ``<column>_lo`` / ``<column>_hi`` columns with the intervals of :func:`measures.measure`.
     :param kwargs: ``histories``, ``n_histories``, ``seed``, ``method``, ``baseline``, ``temperature``,

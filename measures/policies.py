@@ -19,10 +19,15 @@ Accepted policies, tried in this order:
 setting). ``temperature=T>0`` divides logits by ``T``; for a policy given by probabilities ``q`` this is
 ``q**(1/T)`` renormalised, so ``T=1`` is the policy's own distribution. Probabilities are checked (finite,
 non-negative, summing to 1 within 1e-6) and never clipped: bad output raises naming the offending value.
+
+A model's next-token distribution (self-evaluation's world) comes from :func:`next_token_distribution`.
+:class:`CachedPolicy` wraps any policy so that several measures on the same histories run its forward passes
+once (one policy pass per history set and temperature, one next-token pass per context set).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -147,6 +152,8 @@ def action_probabilities(
     t = check_temperature(temperature)
     h = np.asarray(histories)
     n = len(h)
+    if isinstance(policy, CachedPolicy):  # the remembered result of this function on the wrapped policy
+        return policy.remember(("action_probs", t, batch_size), h, action_probabilities, t, batch_size)
     if hasattr(policy, "action_probs"):
         return check_probs(policy.action_probs(h, temperature=t), n, _name(policy))
     sb3 = _sb3_policy(policy)
@@ -176,6 +183,91 @@ def action_probabilities(
         f"cannot use {type(policy).__name__} as a policy; expected a callable on (N, 20) histories, a torch "
         "module, a Stable-Baselines3 model/policy or an object with action_probs(histories, temperature)"
     )
+
+
+def next_token_distribution(model: Any, contexts: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """The model's ``(M, 16)`` next-token distribution on ``(M, 20)`` contexts.
+
+    :param model: an object with ``next_token_probs(contexts) -> (M, 16)`` (e.g. ``agents.load(...)``), a
+        torch module giving ``(M, 16)`` next-token logits, or a :class:`CachedPolicy` of either.
+    :param batch_size: contexts per forward pass of a torch module.
+    """
+    m = len(contexts)
+    if isinstance(model, CachedPolicy):
+        return model.remember(
+            ("next_token", batch_size), np.asarray(contexts), next_token_distribution, batch_size
+        )
+    if hasattr(model, "next_token_probs"):
+        return check_probs(model.next_token_probs(contexts), m, f"model {type(model).__name__}", width=VOCAB)
+    if isinstance(model, torch.nn.Module):
+        logits = module_outputs(model, contexts, batch_size)
+        if logits.shape[1] != VOCAB:
+            raise ValueError(
+                f"self-evaluation needs next-token logits of shape ({m}, {VOCAB}); {type(model).__name__} "
+                f"returned {logits.shape}"
+            )
+        return probs_from_logits(logits, 1.0, f"model {type(model).__name__}")
+    raise TypeError(
+        f"cannot self-evaluate {type(model).__name__}: expected a torch module with {VOCAB} next-token logits "
+        "or an object with next_token_probs(contexts)"
+    )
+
+
+class CachedPolicy:
+    """A policy whose forward passes are remembered, so that several measures share them.
+
+    :func:`action_probabilities` runs the wrapped policy once per history set and temperature, and
+    :func:`next_token_distribution` the wrapped model once per context set; later calls on equal inputs
+    (compared by content) get a copy of the remembered result. So ``cross_objective``,
+    ``identify_objective``, ``optimizer_test``, ``measure`` and ``self_evaluate`` given the same
+    ``CachedPolicy`` and histories run the policy's forward pass once between them, and self-evaluation's
+    ``8 N`` contexts once, with exactly the numbers the wrapped policy gives (the same computation, done once).
+
+    The wrapped policy must be fixed while the view is in use (its outputs are not recomputed), and
+    everything is kept for the view's lifetime: make one per model and measurement batch.
+
+    :param policy: anything :func:`action_probabilities` accepts; for self-evaluation, a model that
+        :func:`next_token_distribution` accepts.
+    """
+
+    def __init__(self, policy: Policy):
+        if isinstance(policy, CachedPolicy):
+            raise TypeError(
+                "policy is already a CachedPolicy; use it as it is (cached() returns it unchanged)"
+            )
+        self.policy = policy
+        #: ``(kind, rows)`` of every forward pass run on the wrapped policy, in order (``kind``:
+        #: ``"action_probs"`` or ``"next_token"``)
+        self.passes: list[tuple[str, int]] = []
+        self._memo: dict[tuple, np.ndarray] = {}
+
+    def remember(
+        self, key: tuple, inputs: np.ndarray, compute: Callable[..., np.ndarray], *args: Any
+    ) -> np.ndarray:
+        """``compute(self.policy, inputs, *args)`` the first time ``key`` meets these ``inputs``, else a copy of
+        the remembered result (inputs match by shape, dtype and content)."""
+        arr = np.ascontiguousarray(inputs)
+        full = (*key, arr.shape, arr.dtype.str, hashlib.blake2b(arr.data, digest_size=16).digest())
+        if full not in self._memo:
+            self._memo[full] = compute(self.policy, arr, *args)
+            self.passes.append((str(key[0]), len(arr)))
+        return self._memo[full].copy()
+
+    def action_probs(self, histories: np.ndarray, temperature: float = 0.0) -> np.ndarray:
+        """``(N, 8)`` action probabilities of the wrapped policy (:func:`action_probabilities`), remembered."""
+        return action_probabilities(self, histories, temperature)
+
+    def next_token_probs(self, contexts: np.ndarray) -> np.ndarray:
+        """``(M, 16)`` next-token distribution of the wrapped model (:func:`next_token_distribution`), remembered."""
+        return next_token_distribution(self, contexts)
+
+    def __repr__(self) -> str:
+        return f"CachedPolicy({self.policy!r}, {len(self.passes)} forward passes)"
+
+
+def cached(policy: Policy) -> CachedPolicy:
+    """``policy`` as a :class:`CachedPolicy`: itself if it already is one, else a new one wrapping it."""
+    return policy if isinstance(policy, CachedPolicy) else CachedPolicy(policy)
 
 
 def greedy_from_actions(actions: np.ndarray) -> np.ndarray:

@@ -24,19 +24,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.special import rel_entr
 
 from measures.api import child_rng, resolve_histories
 from measures.baselines import baseline_name, check_baseline, reference_probs
 from measures.intervals import bootstrap_interval
-from measures.policies import (
-    Policy,
-    action_probabilities,
-    check_probs,
-    module_outputs,
-    probs_from_logits,
-)
+from measures.policies import Policy, action_probabilities, next_token_distribution
 from measures.split import Draws, estimate, group_histories, jackknife
 from measures.theory import imp_min
 from seqenv.sequence import N_OUT, ORDER, VOCAB, deterministic_next, transition_probs
@@ -116,29 +109,6 @@ class SelfEvaluation:
         d["ci"] = {k: [lo, hi] for k, (lo, hi) in self.ci.items()}
         d["op_error"], d["imp_error"] = self.op_error, self.imp_error
         return d
-
-
-def next_token_distribution(model: Any, contexts: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    """The model's ``(M, 16)`` next-token distribution on ``(M, 20)`` contexts.
-
-    :param model: an object with ``next_token_probs(contexts) -> (M, 16)`` (e.g. ``agents.load(...)``) or a
-        torch module giving ``(M, 16)`` next-token logits.
-    """
-    m = len(contexts)
-    if hasattr(model, "next_token_probs"):
-        return check_probs(model.next_token_probs(contexts), m, f"model {type(model).__name__}", width=VOCAB)
-    if isinstance(model, torch.nn.Module):
-        logits = module_outputs(model, contexts, batch_size)
-        if logits.shape[1] != VOCAB:
-            raise ValueError(
-                f"self-evaluation needs next-token logits of shape ({m}, {VOCAB}); {type(model).__name__} "
-                f"returned {logits.shape}"
-            )
-        return probs_from_logits(logits, 1.0, f"model {type(model).__name__}")
-    raise TypeError(
-        f"cannot self-evaluate {type(model).__name__}: expected a torch module with {VOCAB} next-token logits "
-        "or an object with next_token_probs(contexts)"
-    )
 
 
 def model_world(model: Any, histories: np.ndarray) -> tuple[np.ndarray, float]:
@@ -221,7 +191,9 @@ def self_evaluate(
 ) -> SelfEvaluation:
     """Self-estimated Op and Imp of a model that both acts and predicts, beside the measured ones.
 
-    :param model: predicts the next token: ``next_token_probs(contexts)`` or a torch module with 16 logits.
+    :param model: predicts the next token: ``next_token_probs(contexts)`` or a torch module with 16 logits,
+        or a :class:`~measures.policies.CachedPolicy` of one, which shares its forward passes with the other
+        measures given it (the policy's on the histories, the model's on the ``8 N`` contexts).
     :param task: task id or custom good set.
     :param histories: explicit ``(N, 20)`` natural histories, or ``None`` to draw ``n_histories`` with ``seed``.
     :param baseline: as for :func:`measures.measure`; a reference future is also built in the model's world.
