@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.runtime import resolve_device
 from agents.transformer import SplitSeqTransformer, TransformerConfig
 
 FORMAT = "splitseq/1"
@@ -174,8 +175,14 @@ def _validated(ckpt: Any, path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(path: str | os.PathLike) -> tuple[SplitSeqTransformer, dict[str, Any]]:
-    """The model of a checkpoint (in eval mode) and the checkpoint dict."""
+def load_model(
+    path: str | os.PathLike, device: str | torch.device | None = None
+) -> tuple[SplitSeqTransformer, dict[str, Any]]:
+    """The model of a checkpoint (in eval mode) and the checkpoint dict.
+
+    :param device: where the model goes (a ``torch.device`` or a name :func:`agents.runtime.resolve_device`
+        knows, ``"auto"`` included); default the CPU. Checkpoints hold CPU tensors, whatever they trained on.
+    """
     ckpt = load_checkpoint(path)
     try:
         cfg = TransformerConfig(**ckpt["config"])
@@ -186,6 +193,8 @@ def load_model(path: str | os.PathLike) -> tuple[SplitSeqTransformer, dict[str, 
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match its config {cfg}: {e}") from None
+    if device is not None:
+        model.to(resolve_device(device))
     model.eval()
     return model, ckpt
 
@@ -195,7 +204,8 @@ def to_plain(obj: Any) -> Any:
     """``obj`` as data that ``torch.load(..., weights_only=True)`` reads back: tensors, Python numbers,
     strings, ``None`` and lists, tuples and dicts of them.
 
-    Numpy arrays become tensors (copies, same dtype; :func:`numpy_arrays` turns them back), numpy scalars
+    Tensors are moved to the CPU (a checkpoint loads on any device). Numpy arrays become tensors (copies,
+    same dtype; :func:`numpy_arrays` turns them back), numpy scalars
     Python numbers, a ``numpy.random.Generator`` its ``bit_generator.state`` dict, and any other object with
     a ``state_dict()`` method (a vector environment, an optimizer) its converted state dict.
 
@@ -203,7 +213,9 @@ def to_plain(obj: Any) -> Any:
     """
     if isinstance(obj, np.generic):  # before float: numpy.float64 subclasses it
         return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+    if isinstance(obj, torch.Tensor):  # a GPU run's optimizer state: saved on the CPU, loadable anywhere
+        return obj if obj.device.type == "cpu" else obj.detach().cpu()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:

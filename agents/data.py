@@ -188,7 +188,8 @@ class MaintenanceData:
         k = self.n_policy
         if k:
             rows = self.data.rng.integers(0, len(histories), k)
-            cx, cy = counterfactual_examples(histories.numpy()[rows], actions.numpy()[rows], self.data.rng)
+            h, a = histories.cpu().numpy(), actions.cpu().numpy()  # the rollout may live on a GPU
+            cx, cy = counterfactual_examples(h[rows], a[rows], self.data.rng)
             x[-k:], y[-k:] = cx, cy
         return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -222,11 +223,12 @@ def heldout_metrics(
 ) -> dict[str, float]:
     """Next-token loss and accuracy of ``model`` on held-out contexts ``x`` and targets ``y`` (from
     :func:`eval_set`): ``eval_loss`` (cross-entropy), ``acc_even`` and ``acc_odd`` (argmax of the 16 logits
-    on even and on odd targets; the best possible is ``P_MATCH = 0.9825``). The model is run in eval mode
-    and left in the mode it was in."""
+    on even and on odd targets; the best possible is ``P_MATCH = 0.9825``). The model is run in eval mode,
+    on its own device and in fp32 (outside any autocast), and left in the mode it was in."""
     was_training = model.training
     model.eval()
-    logits = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+    device = next(model.parameters()).device  # chunks go to the model's device, logits come back in fp32
+    logits = torch.cat([model(x[i : i + chunk].to(device)).float().cpu() for i in range(0, len(x), chunk)])
     model.train(was_training)
     correct = logits.argmax(-1) == y
     even = target_is_even(y)
@@ -257,8 +259,9 @@ class SuccessEvaluator:
     def __call__(self, model: SplitSeqTransformer, chunk: int = 4096) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        chunks = [self.tokens[i : i + chunk] for i in range(0, len(self.tokens), chunk)]
-        actions = torch.cat([model.policy_logits(h).argmax(-1) for h in chunks]).numpy()
+        device = next(model.parameters()).device
+        chunks = [self.tokens[i : i + chunk].to(device) for i in range(0, len(self.tokens), chunk)]
+        actions = torch.cat([model.policy_logits(h).argmax(-1).cpu() for h in chunks]).numpy()
         model.train(was_training)
         s = float(self.good_prob[np.arange(len(actions)), actions].mean())
         return {"success": s, "frac_of_oracle": (s - self.s_uniform) / (self.s_oracle - self.s_uniform)}

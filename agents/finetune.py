@@ -34,6 +34,11 @@ accuracy), ``finetune/loss`` (policy loss), ``finetune/maintenance_loss``, ``fin
 numbers go to the CSV beside the checkpoint (:func:`agents.training.history_path`). The run's plumbing
 (resume, TensorBoard, CSV, progress bar, checkpoints) is :class:`agents.training.TrainingRun`; the
 configuration (:class:`~agents.finetune_config.FinetuneConfig`, methods, budgets) is :mod:`agents.finetune_config`.
+
+On a GPU (``cfg.device``) the model, the rollout's histories, actions and advantages live there; the
+environment and the maintenance data stay numpy on the CPU, and the minibatch order is drawn by the CPU's
+generator on every device. ``cfg.precision="bf16"`` autocasts the rollouts' and updates' forward passes and
+losses; the held-out evaluations run in fp32.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import seqenv  # noqa: F401  (registers the environments)
 from agents.checkpoint import load_model, numpy_arrays
 from agents.data import MaintenanceData, SuccessEvaluator, eval_set, heldout_metrics
 from agents.finetune_config import FINETUNE_BUDGETS, FINETUNE_METHODS, METHOD_DEFAULTS, FinetuneConfig
+from agents.runtime import autocast, device_name, device_rng_state, model_device, set_device_rng_state
 from agents.training import (
     RunningMeans,
     TrainingRun,
@@ -58,6 +64,7 @@ from agents.training import (
     lr_at,
     make_optimizer,
     renamed_names,
+    run_device,
     set_lr,
     set_threads,
 )
@@ -147,12 +154,14 @@ def collect_rollout(
     if cfg.group_size > 1:
         replayed = np.repeat(obs[: cfg.batch_size // cfg.group_size], cfg.group_size, 0)
         obs, _ = envs.reset(options={"histories": replayed})
-    h = torch.from_numpy(obs)
+    device = model_device(model)
+    h = torch.from_numpy(obs).to(device)  # the env is numpy on the CPU; the rollout lives on the device
     with torch.no_grad():
-        logits = model.policy_logits(h) / cfg.temperature
+        with autocast(device, cfg.precision):
+            logits = model.policy_logits(h).float() / cfg.temperature
         actions = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
         logp = torch.log_softmax(logits, dim=-1).gather(1, actions[:, None]).squeeze(1)
-    next_obs, rewards, _, _, _ = envs.step(actions.numpy())
+    next_obs, rewards, _, _, _ = envs.step(actions.cpu().numpy())
     return Rollout(h, actions, logp, rewards), next_obs
 
 
@@ -172,19 +181,24 @@ def update(
     """
     plain = cfg.epochs == 1 and cfg.minibatch_size == cfg.batch_size  # one update per rollout: no ratio
     maintain = cfg.maintenance_batch and cfg.maintenance_lr > 0
+    device = model_device(model)
+    adv = adv.to(device)
     losses, m_losses = [], []
     for _ in range(cfg.epochs):
-        order = torch.randperm(cfg.batch_size)
+        order = torch.randperm(cfg.batch_size)  # the CPU's generator, on every device
         for i in range(0, cfg.batch_size, cfg.minibatch_size):
-            idx = order[i : i + cfg.minibatch_size]
-            logits = model.policy_logits(rollout.histories[idx]) / cfg.temperature
-            old_logp = None if plain else rollout.logp[idx]
-            loss = policy_loss(logits, rollout.actions[idx], adv[idx], old_logp, cfg.clip)
+            idx = order[i : i + cfg.minibatch_size].to(device)
+            with autocast(device, cfg.precision):
+                logits = model.policy_logits(rollout.histories[idx]).float() / cfg.temperature
+                old_logp = None if plain else rollout.logp[idx]
+                loss = policy_loss(logits, rollout.actions[idx], adv[idx], old_logp, cfg.clip)
             clipped_step(policy_opt, model, loss, cfg.grad_clip)
             losses.append(loss.item())
             if maintain:
                 x, y = maint_data.batch(rollout.histories, rollout.actions)
-                m_loss = F.cross_entropy(model(x), y)
+                x, y = x.to(device), y.to(device)
+                with autocast(device, cfg.precision):
+                    m_loss = F.cross_entropy(model(x).float(), y)
                 clipped_step(maint_opt, model, m_loss, cfg.grad_clip)
                 m_losses.append(m_loss.item())
     return float(np.mean(losses)), float(np.mean(m_losses)) if m_losses else 0.0
@@ -211,11 +225,13 @@ def finetune(
         returned as is); False starts afresh and overwrites it.
     :param stop_after: stop (after checkpointing) once this many steps are done, as if interrupted.
     :return: summary dict: ``size, seed, task, method, params, steps, success, frac_of_oracle, s_uniform,
-        s_oracle, success_pretrained, maintenance_acc, maintenance_acc_pretrained, wall_time_s, out``.
+        s_oracle, success_pretrained, maintenance_acc, maintenance_acc_pretrained, wall_time_s, device,
+        precision, out``.
     """
     pretrained = Path(pretrained)
+    device = run_device(cfg.device, cfg.precision)
     set_threads(cfg.threads)
-    model, pre = load_model(pretrained)
+    model, pre = load_model(pretrained, device=device)
     if cfg.maintenance_lr >= cfg.lr:
         raise ValueError(
             f"maintenance_lr={cfg.maintenance_lr} must be much lower than lr={cfg.lr} (the post's method)"
@@ -234,10 +250,13 @@ def finetune(
         "params": count_parameters(model),
         "pretrained": str(pretrained.resolve()),
         "finetune": cfg.to_dict(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),  # they can change the last bits: recorded with the device
     }
 
     # ---- setup: optimizers, the vector env, maintenance data, the held-out judge
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # seeds every device's generator: on a GPU, sampling and dropout use its own
     policy_opt = make_optimizer(model, cfg.lr, cfg.weight_decay, (0.9, 0.99))
     maint_opt = make_optimizer(model, cfg.maintenance_lr, cfg.weight_decay, (0.9, 0.99))
     envs = gym.make_vec(
@@ -262,6 +281,7 @@ def finetune(
         obs = numpy_arrays(state["obs"])
         running.load_state_dict(state["acc"])
         torch.set_rng_state(state["torch_rng"])
+        set_device_rng_state(state, device)
         before = state["before"]
     else:
         before = evaluate_policy()
@@ -276,6 +296,7 @@ def finetune(
             "obs": obs,
             "acc": running.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            **device_rng_state(device),
         }
 
     run.start(f"finetune {size} {cfg.task} {cfg.method}", log_dir, progress, prefix="finetune")
@@ -320,6 +341,8 @@ def finetune(
         "maintenance_acc": last["maintenance_acc"],
         "maintenance_acc_pretrained": before["maintenance_acc"],
         "wall_time_s": wall,
+        "device": str(device),
+        "precision": cfg.precision,
         "out": str(run.out),
     }
     run.finish(model, meta, summary)

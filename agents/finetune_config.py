@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from agents.runtime import PRECISIONS, check_device
 from agents.training import BUDGETS, check_fraction, check_known
 from seqenv.tasks import TASKS
 from seqenv.validation import check_int, check_number, check_positive_int, check_seed
@@ -131,7 +132,7 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     """Gradient-norm clip of each update (0 disables)."""
 
-    # --- plumbing: evaluation, checkpoints, threads
+    # --- plumbing: evaluation, checkpoints, threads, device, precision
     eval_every: int | None = None
     """Steps between held-out evaluations (default: ``steps // 10``, at least 1)."""
     eval_samples: int = 8192
@@ -140,6 +141,13 @@ class FinetuneConfig:
     """Steps between resumable checkpoints (0: only the final one)."""
     threads: int = 0
     """Torch intra-op threads (0 leaves torch's setting alone)."""
+    device: str = "auto"
+    """Where the model trains: ``"auto"`` (CUDA if available, else MPS, else the CPU), ``"cpu"``, ``"cuda"``,
+    ``"cuda:<i>"`` or ``"mps"`` (:mod:`agents.runtime`); the environment and the maintenance data stay numpy
+    on the CPU and move to it in batches. On the CPU the numbers are those of the code before devices existed."""
+    precision: str = "fp32"
+    """``"fp32"`` or ``"bf16"``: autocast of the rollouts' and updates' forward passes and losses to bfloat16
+    (weights, gradients and optimizer state stay fp32; the held-out evaluations run in fp32)."""
 
     def __post_init__(self) -> None:
         check_known(self.task, "task", sorted(TASKS))
@@ -172,6 +180,8 @@ class FinetuneConfig:
         check_fraction(self.min_lr_ratio, "min_lr_ratio")
         check_known(self.world_model, "world_model", WORLD_MODELS)
         check_fraction(self.counterfactual_share, "counterfactual_share")
+        check_device(self.device)
+        check_known(self.precision, "precision", PRECISIONS)
 
     def _resolve_method_defaults(self) -> None:
         defaults = METHOD_DEFAULTS[self.method]

@@ -110,7 +110,7 @@ def _torch_probs(logits: torch.Tensor, temperature: float) -> np.ndarray:
     the ones trained agents were measured with.
     """
     temperature = check_temperature(temperature)
-    logits = logits.detach().to(torch.float64)
+    logits = logits.detach().cpu().to(torch.float64)
     if not torch.isfinite(logits).all():
         raise ValueError("the policy produced non-finite logits (NaN or inf)")
     if temperature == 0:
@@ -123,7 +123,8 @@ def _torch_probs(logits: torch.Tensor, temperature: float) -> np.ndarray:
 class AgentPolicy(PolicyBase):
     """A :class:`~agents.transformer.SplitSeqTransformer` seen as a policy over the odd token.
 
-    :param model: the transformer (put in eval mode; dropout off).
+    :param model: the transformer (put in eval mode; dropout off), on any device: histories go to its device
+        in batches and its logits come back to the CPU in fp32.
     :param meta: what the checkpoint said about it (size, seed, task, ...).
     :param batch_size: histories per forward pass.
     """
@@ -137,7 +138,11 @@ class AgentPolicy(PolicyBase):
 
     @torch.no_grad()
     def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        outs = [self.model(tokens[i : i + self.batch_size]) for i in range(0, len(tokens), self.batch_size)]
+        device = next(self.model.parameters()).device
+        outs = [
+            self.model(tokens[i : i + self.batch_size].to(device)).float().cpu()
+            for i in range(0, len(tokens), self.batch_size)
+        ]
         return torch.cat(outs) if outs else torch.zeros((0, VOCAB))
 
     def action_probs(self, histories: np.ndarray, temperature: float = 0.0) -> np.ndarray:

@@ -17,6 +17,10 @@ Logged scalars (TensorBoard, if ``log_dir`` is given): ``pretrain/loss``, ``pret
 ``pretrain/acc_even``, ``pretrain/acc_odd``, ``pretrain/acc_limit`` (0.9825), ``pretrain/lr``,
 ``pretrain/tokens_per_s``. The history is also written as CSV beside the checkpoint
 (:func:`agents.training.history_path`: columns ``step, loss, eval_loss, acc_even, acc_odd, lr, elapsed``).
+
+``device`` and ``precision`` (:mod:`agents.runtime`) say where the model trains and whether its forward pass
+and loss run under bf16 autocast; the batches are made by numpy on the CPU and moved there. On the CPU in
+fp32 the numbers are exactly those of the code before devices existed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ import torch.nn.functional as F
 
 from agents.checkpoint import numpy_arrays
 from agents.data import CounterfactualMix, NextTokenData, eval_set, heldout_metrics
+from agents.runtime import (
+    PRECISIONS,
+    autocast,
+    check_device,
+    device_name,
+    device_rng_state,
+    set_device_rng_state,
+)
 from agents.training import (
     BUDGETS,
     RunningMeans,
@@ -42,6 +54,7 @@ from agents.training import (
     lr_at,
     make_optimizer,
     renamed_names,
+    run_device,
     set_lr,
     set_threads,
 )
@@ -101,7 +114,7 @@ class PretrainConfig:
     grad_clip: float = 1.0
     """Clip the gradient norm to this (0 disables)."""
 
-    # --- plumbing: evaluation, checkpoints, threads
+    # --- plumbing: evaluation, checkpoints, threads, device, precision
     eval_every: int = 250
     """Steps between held-out evaluations (and history rows)."""
     eval_samples: int = 8192
@@ -110,6 +123,13 @@ class PretrainConfig:
     """Steps between resumable checkpoints (0: only the final one)."""
     threads: int = 0
     """Torch intra-op threads (0 leaves torch's setting alone)."""
+    device: str = "auto"
+    """Where the model trains: ``"auto"`` (CUDA if available, else MPS, else the CPU), ``"cpu"``, ``"cuda"``,
+    ``"cuda:<i>"`` or ``"mps"`` (:mod:`agents.runtime`). On the CPU the numbers are bit-identical to those of
+    the code before devices existed; a GPU gives other numbers (other kernels, its own dropout generator)."""
+    precision: str = "fp32"
+    """``"fp32"`` or ``"bf16"``: autocast of the forward pass and loss to bfloat16 (weights, gradients and
+    optimizer state stay fp32; held-out evaluation runs in fp32). docs: Training, devices and precision."""
 
     def __post_init__(self) -> None:
         check_known(self.size, "size", SIZES)
@@ -133,6 +153,8 @@ class PretrainConfig:
         check_fraction(self.beta2, "beta2", below_one=True)
         check_number(self.weight_decay, "weight_decay", 0.0)
         check_number(self.grad_clip, "grad_clip", 0.0)
+        check_device(self.device)
+        check_known(self.precision, "precision", PRECISIONS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,14 +189,15 @@ def pretrain(
         config (a finished one is returned as is); False starts afresh and overwrites it.
     :param stop_after: stop (after checkpointing) once this many steps are done, as if interrupted.
     :return: summary dict: ``size, seed, params, steps, loss, eval_loss, acc_even, acc_odd, acc_limit,
-        wall_time_s, tokens_per_s, out``.
+        wall_time_s, tokens_per_s, device, precision, out``.
     """
+    device = run_device(cfg.device, cfg.precision)
     run = TrainingRun(out, "pretrained", cfg, HISTORY_COLUMNS, resume=resume)
     if run.finished:
         return run.summary
     set_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model = SplitSeqTransformer(cfg.size)
+    torch.manual_seed(cfg.seed)  # seeds every device's generator: on a GPU, dropout draws from its own
+    model = SplitSeqTransformer(cfg.size).to(device)  # initialised on the CPU: the same weights everywhere
     model.train()
     n_params = count_parameters(model)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
@@ -183,12 +206,21 @@ def pretrain(
         data = CounterfactualMix(data, cfg.counterfactual_share, cfg.seed)
     x_eval, y_eval = eval_set(cfg.eval_samples, cfg.seed)
     running = RunningMeans("loss")  # the training loss since the last history row
-    meta = {"size": cfg.size, "seed": cfg.seed, "params": n_params, "pretrain": cfg.to_dict()}
+    meta = {
+        "size": cfg.size,
+        "seed": cfg.seed,
+        "params": n_params,
+        "pretrain": cfg.to_dict(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),  # they can change the last bits: recorded with the device
+    }
     if run.resumed:
         model.load_state_dict(run.weights)
         optimizer.load_state_dict(run.state["optimizer"])
         data.load_state_dict(numpy_arrays(run.state["data"]))
         torch.set_rng_state(run.state["torch_rng"])
+        set_device_rng_state(run.state, device)
         running.load_state_dict(run.state["loss_acc"])
 
     def train_state() -> dict[str, Any]:
@@ -196,6 +228,7 @@ def pretrain(
             "optimizer": optimizer.state_dict(),
             "data": data.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            **device_rng_state(device),
             "loss_acc": running.state_dict(),
         }
 
@@ -207,8 +240,10 @@ def pretrain(
         # ---- algorithm: one AdamW step of next-token cross-entropy on a fresh batch
         lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
         set_lr(optimizer, lr)
-        x, y = data.batch()
-        loss = F.cross_entropy(model(x), y)
+        x, y = data.batch()  # numpy-made on the CPU, moved to the device (a no-op on the CPU)
+        x, y = x.to(device), y.to(device)
+        with autocast(device, cfg.precision):
+            loss = F.cross_entropy(model(x).float(), y)
         clipped_step(optimizer, model, loss, cfg.grad_clip)
         running.add(loss=loss.item())
         run.advance()
@@ -240,6 +275,8 @@ def pretrain(
         "acc_limit": P_MATCH,
         "wall_time_s": wall,
         "tokens_per_s": cfg.steps * tokens_per_step / wall,
+        "device": str(device),
+        "precision": cfg.precision,
         "out": str(run.out),
     }
     run.finish(model, meta, summary)

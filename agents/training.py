@@ -34,6 +34,7 @@ from agents.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from agents.runtime import bf16_warning, resolve_device
 from agents.transformer import SplitSeqTransformer
 from seqenv.validation import check_number
 
@@ -81,6 +82,16 @@ def set_threads(threads: int) -> None:
     """Set torch's intra-op threads (0 leaves torch's setting alone)."""
     if threads:
         torch.set_num_threads(threads)
+
+
+def run_device(device: str, precision: str) -> torch.device:
+    """The ``torch.device`` a run of config ``device`` uses, checked to exist here
+    (:func:`agents.runtime.resolve_device`); warns if ``precision`` bf16 has no native support there."""
+    dev = resolve_device(device)
+    message = bf16_warning(dev, precision)
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return dev
 
 
 # ------------------------------------------------------------------------------------------ config checks
@@ -158,21 +169,23 @@ class RunningMeans:
 
 
 # -------------------------------------------------------------------------------------------------- runs
-#: config fields that change how a run is saved, not what it computes: a resume may change them
-RESUME_FREE = ("checkpoint_every",)
+#: config fields a resume may change: how often a run is saved (no result changes), and the device (a run
+#: interrupted on one GPU may be finished on another or on the CPU; it continues, but is bit-identical to an
+#: uninterrupted run only on the same kind of device)
+RESUME_FREE = ("checkpoint_every", "device")
 #: how to start afresh over an existing run, in the words of the command line and of Python
 RESTART_HINT = "or start afresh over it with --restart (resume=False in Python)"
 
 
 #: config fields added after checkpoints were first written, with the value every older run used; a checkpoint
 #: without one of them resumes under a config that has this value
-ADDED_SETTINGS: dict[str, Any] = {"world_model": "natural", "counterfactual_share": 0.5}
+ADDED_SETTINGS: dict[str, Any] = {"world_model": "natural", "counterfactual_share": 0.5, "precision": "fp32"}
 
 
 def resume_checkpoint(out: Path, config: dict[str, Any], kind: str) -> dict[str, Any] | None:
     """The checkpoint of an earlier run of ``config`` at ``out`` (finished or not), or None when there is none.
 
-    Fields of :data:`RESUME_FREE` (how often to checkpoint) may differ: they change no result.
+    Fields of :data:`RESUME_FREE` (how often to checkpoint, the device) may differ.
 
     :raises CheckpointError: ``out`` holds something else: another kind, no train state, another config.
     """

@@ -1,11 +1,12 @@
-"""Self-evaluation with and without counterfactual world-model training: two sweeps side by side.
+"""Self-evaluation with and without counterfactual world-model training: sweeps side by side.
 
 ::
 
     python scripts/compare_world_models.py runs/natural runs/counterfactual --out docs/results/world-model
 
-Reads each sweep's ``results.csv`` (``splitseq reproduce ... --world-model natural|counterfactual``), and writes
-``self_evaluation.csv`` (one row per sweep: how well self-evaluated Op and Imp track the measured ones over the
+Reads each sweep's ``results.csv`` (``splitseq reproduce ... --world-model natural|counterfactual``); sweeps of
+the same world model (e.g. one for tiny and small, one for medium) are pooled. Writes
+``self_evaluation.csv`` (one row per world model, then one per world model and size: how well self-evaluated Op and Imp track the measured ones over the
 finetuned models on their own task, and how wrong the models' world is on natural and counterfactual contexts),
 ``per_model.csv`` and ``self_evaluation.png`` (self-evaluated against measured Op and Imp).
 """
@@ -47,7 +48,8 @@ def summary(rows: pd.DataFrame, label: str) -> dict:
             out[f"{fig}_r"] = float(stats.pearsonr(x, y).statistic)
             out[f"{fig}_slope"] = float(stats.linregress(x, y).slope)
     for col in ("self_acc_natural", "self_acc_counterfactual", "self_kl_natural", "self_kl_counterfactual"):
-        out[col] = float(rows[col].mean())
+        # sweeps from before these columns existed leave them empty: the mean is over the models that have them
+        out[col] = float(rows[col].mean()) if col in rows else float("nan")
     for task, g in rows.groupby("train_task"):
         out[f"op_gap_{task}"] = float((g["op"] - g["self_op"]).mean())
     return out
@@ -92,17 +94,30 @@ def draw(sweeps: dict[str, pd.DataFrame], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("sweeps", nargs="+", help="sweep directories (each with results.csv and sweep.json)")
+    ap.add_argument(
+        "sweeps",
+        nargs="+",
+        help="sweep directories (each with results.csv and sweep.json); DIR:medium,large keeps those sizes only",
+    )
     ap.add_argument("--out", required=True, help="directory for the table and the figure")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sweeps, rows = {}, []
-    for d in map(Path, args.sweeps):
+    pooled: dict[str, list[pd.DataFrame]] = {}
+    for arg in args.sweeps:
+        path, _, sizes = arg.partition(":")
+        d = Path(path)
         label = json.loads((d / "sweep.json").read_text()).get("world_model", "natural")
         own = own_rows(pd.read_csv(d / "results.csv"))
-        sweeps[label] = own
-        rows.append(summary(own, label))
+        if sizes:
+            own = own[own["size"].isin(sizes.split(","))]
+        pooled.setdefault(label, []).append(own)
+    sweeps = {k: pd.concat(v, ignore_index=True) for k, v in pooled.items()}
+    rows = []
+    for label, own in sweeps.items():
+        rows.append({**summary(own, label), "size": "all"})
+        for size, g in own.groupby("size", sort=False):
+            rows.append({**summary(g, label), "size": size})
     table = pd.DataFrame(rows)
     table.to_csv(out / "self_evaluation.csv", index=False)
     cols = [
@@ -119,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         "self_kl_natural",
         "self_kl_counterfactual",
     ]
-    per = pd.concat([g[cols].assign(world_model=k) for k, g in sweeps.items()], ignore_index=True)
+    per = pd.concat(
+        [g.reindex(columns=cols).assign(world_model=k) for k, g in sweeps.items()], ignore_index=True
+    )
     per.to_csv(out / "per_model.csv", index=False)
     draw(sweeps, out / "self_evaluation.png")
     print(table.T.to_string())

@@ -17,9 +17,19 @@ import pandas as pd
 
 import measures
 from agents.checkpoint import CheckpointError
-from agents.cli.options import add_json, fail, nonneg_float, nonneg_int, number_type
+from agents.cli.options import (
+    add_device,
+    add_json,
+    add_threads,
+    fail,
+    nonneg_float,
+    nonneg_int,
+    number_type,
+    use_threads,
+)
 from agents.loading import load
 from agents.reference import NaturalPolicy, OraclePolicy, UniformPolicy
+from agents.runtime import resolve_device
 from measures.api import MEASURE_METHODS
 from seqenv.tasks import TASKS
 
@@ -27,15 +37,16 @@ from seqenv.tasks import TASKS
 REFERENCE_NAMES: tuple[str, ...] = ("uniform", "natural", *(f"oracle-{t}" for t in TASKS))
 
 
-def load_policy(spec: str) -> Any:
-    """A checkpoint path (``.pt`` / SB3 ``.zip``) or a reference name (``uniform``, ``natural``, ``oracle-<task>``)."""
+def load_policy(spec: str, device: str | None = None) -> Any:
+    """A checkpoint path (``.pt`` / SB3 ``.zip``, loaded on ``device``, default the CPU) or a reference name
+    (``uniform``, ``natural``, ``oracle-<task>``)."""
     if spec == "uniform":
         return UniformPolicy()
     if spec == "natural":
         return NaturalPolicy()
     if spec.startswith("oracle-") and not Path(spec).exists():
         return OraclePolicy(spec.removeprefix("oracle-"))
-    return load(spec)
+    return load(spec, device=device)
 
 
 def measure_table(
@@ -50,12 +61,16 @@ def measure_table(
 def _run(args: argparse.Namespace) -> int:
     tasks = sorted(TASKS) if args.task == "all" else [args.task]
     try:
-        policy = load_policy(args.policy)
+        device = resolve_device(args.device)
+        policy = load_policy(args.policy, device)
+        size = getattr(policy, "meta", {}).get("size")  # reference policies: numpy only, no model
+        threads = use_threads("measure", args.threads, size, device, "fp32", not args.json)
         table = measure_table(policy, tasks, args.n_histories, args.seed, args.method, args.temperature)
     except (CheckpointError, ValueError, TypeError) as e:
         return fail("measure", e)
     if args.json:
-        print(json.dumps({"policy": args.policy, "tasks": table.to_dict(orient="index")}, indent=2))
+        data = {"policy": args.policy, "threads": threads, "tasks": table.to_dict(orient="index")}
+        print(json.dumps(data, indent=2))
     else:
         print(f"{args.policy}: {args.method} split-history measures on {args.n_histories} histories (nats)")
         print(table.to_string(float_format=lambda v: f"{v:.4f}"))
@@ -86,5 +101,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--temperature", type=nonneg_float, default=0.0, help="policy temperature (default 0: greedy)"
     )
+    add_device(p, what="a checkpoint's model")
+    add_threads(p)
     add_json(p, "print JSON instead of a table")
     p.set_defaults(func=_run)

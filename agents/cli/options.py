@@ -13,8 +13,11 @@ import math
 import sys
 from typing import Any
 
+import torch
+
 from agents.cli.interrupts import interrupted
 from agents.finetune_config import WORLD_MODELS
+from agents.runtime import PRECISIONS, check_device, choose_threads
 from agents.training import BUDGETS
 
 
@@ -66,7 +69,7 @@ def number_type(kind: type, low: float, high: float = math.inf, strict: bool = F
     """An argument type for an int or float in ``[low, high]`` (``(low, high]`` with ``strict``)."""
     lower = f"> {low:g}" if strict else f">= {low:g}"
     expected = (
-        f"{'an integer' if kind is int else 'a number'} in [{low:g}, {high:g}]"
+        f"{'an integer' if kind is int else 'a number'} in {'(' if strict else '['}{low:g}, {high:g}]"
         if math.isfinite(high)
         else f"{'an integer' if kind is int else 'a finite number'} {lower}"
     )
@@ -90,7 +93,61 @@ def add_seed(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch threads (default: chosen from the model size, the device and the idle CPUs, and said in one "
+        "line before the run starts)",
+    )
+
+
+def device_type(text: str) -> str:
+    """A device name (:data:`agents.runtime.DEVICES`); whether it exists is checked when the run starts."""
+    try:
+        return check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_device(
+    p: argparse.ArgumentParser, default: str | None = "auto", what: str = "the model", help: str | None = None
+) -> None:
+    p.add_argument(
+        "--device",
+        type=device_type,
+        default=default,
+        help=help
+        or f"where {what} runs: auto (default: cuda if available, else mps, else cpu), cpu, cuda, cuda:<i> or mps",
+    )
+
+
+def add_precision(p: argparse.ArgumentParser, default: str | None = "fp32") -> None:
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=default,
+        help="fp32 (default: bit-reproducible) or bf16 (autocast of forward pass and loss; fast where the "
+        "CPU or GPU has native bf16, docs: Training)",
+    )
+
+
+def use_threads(
+    command: str, threads: int | None, size: str | None, device: Any, precision: str, announce: bool = True
+) -> int:
+    """Torch threads of a single run: ``threads`` if given, else :func:`agents.runtime.choose_threads`'s
+    choice, announced (``announce``) in one line on stdout, where the run's summary goes (stderr keeps the
+    progress bar and one line per error). Returns the number set."""
+    if threads:
+        torch.set_num_threads(threads)
+        return threads
+    n, why = choose_threads(size, device, precision)
+    torch.set_num_threads(n)
+    if announce:
+        print(
+            f"splitseq {command}: {n} torch thread{'s' * (n != 1)} ({why}); --threads N overrides", flush=True
+        )
+    return n
 
 
 def add_log_dir(p: argparse.ArgumentParser) -> None:

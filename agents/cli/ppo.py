@@ -5,22 +5,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from agents.checkpoint import CheckpointError
-from agents.cli.options import add_seed, fail, number_type, positive_int
+from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.cli.options import add_device, add_seed, add_threads, fail, number_type, positive_int, use_threads
+from agents.runtime import resolve_device
 from agents.sb3 import PPO_DEFAULTS, train_ppo
 from agents.sb3.training import PPO_RANGES
 from agents.transformer import SIZES
 from seqenv.tasks import TASKS
 
 
+def _size(args: argparse.Namespace) -> str | None:
+    """The transformer's size (the pretrained checkpoint's, --size's, or tiny); None for the MLP."""
+    if args.policy == "mlp":
+        return None
+    if args.pretrained is not None:
+        return load_checkpoint(args.pretrained)["meta"].get("size")
+    return args.size or "tiny"
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     tb = str(Path(args.out).parent / "runs") if args.tensorboard is None else (args.tensorboard or None)
     hyper = {key: getattr(args, key) for key in PPO_DEFAULTS}
     try:
+        device = resolve_device(args.device)
+        use_threads("ppo", args.threads, _size(args), device, "fp32")
         model = train_ppo(
             task=args.task,
             timesteps=args.timesteps,
@@ -33,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
             tensorboard_log=tb,
             eval_every=args.eval_every,
             episode_length=args.episode_length,
+            device=args.device,
             **hyper,
         )
     except (CheckpointError, ValueError, TypeError) as e:
@@ -89,7 +98,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             default=value,
             help=f"PPO's {key} (default {value})",
         )
-    p.add_argument(
-        "--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)"
-    )
+    add_device(p, what="the policy")
+    add_threads(p)
     p.set_defaults(func=_run)

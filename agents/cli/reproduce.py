@@ -13,7 +13,16 @@ import argparse
 import sys
 
 from agents.cli.interrupts import interrupted
-from agents.cli.options import add_world_model, fail, nonneg_int, number_type, positive_float, positive_int
+from agents.cli.options import (
+    add_device,
+    add_precision,
+    add_world_model,
+    fail,
+    nonneg_int,
+    number_type,
+    positive_float,
+    positive_int,
+)
 from agents.finetune import FINETUNE_METHODS
 from agents.pipeline import SWEEP_PRESETS, SweepConfig, SweepError, default_workers, merge_sweeps, run_sweep
 from agents.pipeline.backends import BACKENDS
@@ -28,6 +37,8 @@ SWEEP_OPTIONS: tuple[str, ...] = (
     "threads",
     "method",
     "world_model",
+    "device",
+    "precision",
 )
 
 
@@ -64,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
             backend=args.backend,
             progress=not args.no_progress,
             ray_address=args.ray_address,
+            gpus_per_unit=args.gpus_per_unit,
         )
     except SweepError as e:
         if interrupted():  # a unit in this process failed because the interrupt landed in its C code
@@ -105,6 +117,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=positive_int, default=None, help="torch threads inside each unit (default 1)"
     )
+    add_device(
+        p,
+        default=None,
+        help="where the units' models run: auto (default: every GPU, else mps, else cpu), cpu, cuda (every "
+        "GPU; the local pool gives each unit the least busy one), cuda:<i> (that one) or mps",
+    )
+    p.add_argument(
+        "--gpus-per-unit",
+        type=number_type(float, 0.0, 1.0, strict=True),
+        default=None,
+        help="ray: the GPU share each training or measuring unit requests (e.g. 0.25: four units per GPU; "
+        "default 1 when the cluster has GPUs and --device is not cpu)",
+    )
+    add_precision(p, default=None)
     p.add_argument(
         "--steps-scale",
         type=positive_float,
@@ -142,8 +168,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="DIR",
-        help="combine finished sweeps that differ only in their seeds (e.g. run on separate machines) "
-        "into --out, then write its results, figures and report",
+        help="combine finished sweeps or bundles of them (splitseq bundle) that differ only in their seeds "
+        "(e.g. run on separate machines) into --out, then write its results, figures and report",
     )
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from agents.checkpoint import CheckpointError, load_checkpoint
 from agents.cli.options import (
     add_budget,
+    add_device,
     add_json,
     add_log_dir,
+    add_precision,
     add_quiet,
     add_restart,
     add_seed,
@@ -25,9 +27,11 @@ from agents.cli.options import (
     positive_float,
     positive_int,
     print_summary,
+    use_threads,
 )
 from agents.finetune import FINETUNE_METHODS, FinetuneConfig, finetune
 from agents.pretrain import PretrainConfig, pretrain
+from agents.runtime import resolve_device
 from agents.transformer import SIZES
 from seqenv.tasks import TASKS
 
@@ -40,18 +44,28 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
 # ------------------------------------------------------------------------------------------------ pretrain
 def _run_pretrain(args: argparse.Namespace) -> int:
     try:
+        device = resolve_device(args.device)  # before anything runs: a missing GPU is one line
         cfg = PretrainConfig.preset(args.size, seed=args.seed, budget=args.budget)
-        overrides = _overrides(
-            args, ("steps", "batch_size", "lr", "threads", "checkpoint_every", "world_model")
+        names = (
+            "steps",
+            "batch_size",
+            "lr",
+            "threads",
+            "checkpoint_every",
+            "world_model",
+            "device",
+            "precision",
         )
+        overrides = _overrides(args, names)
         if overrides:
             cfg = PretrainConfig(**{**cfg.to_dict(), **overrides})
+        threads = use_threads("pretrain", args.threads, cfg.size, device, cfg.precision, not args.json)
         summary = pretrain(
             cfg, args.out, log_dir=args.log_dir, progress=not args.quiet, resume=not args.restart
         )
     except (CheckpointError, ValueError, TypeError) as e:
         return fail("pretrain", e)
-    print_summary(summary, args.json)
+    print_summary({**summary, "threads": threads}, args.json)
     return 0
 
 
@@ -80,6 +94,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         help="steps between resumable checkpoints (default: the size's; changing it does not block a resume)",
     )
     add_world_model(p, default=None, choices=("natural", "counterfactual"))
+    add_device(p)
+    add_precision(p)
     add_threads(p)
     add_log_dir(p)
     add_restart(p)
@@ -96,13 +112,14 @@ def _run_finetune(args: argparse.Namespace) -> int:
                 f"--out {args.out} is the pretrained checkpoint itself: finetuning would overwrite its own "
                 "input; choose another --out"
             )
+        device = resolve_device(args.device)
         size = load_checkpoint(args.pretrained)["meta"].get("size", "large")
-        overrides = _overrides(
-            args, ("steps", "batch_size", "group_size", "lr", "maintenance_lr", "threads", "world_model")
-        )
+        names = ("steps", "batch_size", "group_size", "lr", "maintenance_lr", "threads", "world_model")
+        overrides = _overrides(args, (*names, "device", "precision"))
         cfg = FinetuneConfig.preset(
             size, task=args.task, method=args.method, seed=args.seed, budget=args.budget, **overrides
         )
+        threads = use_threads("finetune", args.threads, size, device, cfg.precision, not args.json)
         summary = finetune(
             args.pretrained,
             cfg,
@@ -113,7 +130,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         )
     except (CheckpointError, ValueError, TypeError) as e:
         return fail("finetune", e)
-    print_summary(summary, args.json)
+    print_summary({**summary, "threads": threads}, args.json)
     return 0
 
 
@@ -152,6 +169,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float, default=None, help="policy learning rate")
     p.add_argument("--maintenance-lr", type=positive_float, default=None, help="maintenance learning rate")
     add_world_model(p, default="natural")
+    add_device(p)
+    add_precision(p)
     add_threads(p)
     add_log_dir(p)
     add_restart(p)

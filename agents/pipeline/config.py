@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.finetune_config import FINETUNE_METHODS, WORLD_MODELS
+from agents.runtime import PRECISIONS, check_device
 from agents.training import BUDGETS
 from agents.transformer import SIZES
 from seqenv.tasks import TASKS
@@ -16,8 +17,14 @@ from seqenv.validation import check_choice, check_int, check_number, check_posit
 SIZE_ORDER: tuple[str, ...] = tuple(SIZES)
 
 
-#: settings added after sweeps were first written, with the value those sweeps ran
-SETTINGS_BEFORE_THEY_EXISTED: dict[str, str] = {"method": "positive", "world_model": "natural"}
+#: settings added after sweeps were first written, with the value those sweeps ran (sweeps before devices ran
+#: on the CPU, which is what ``"auto"`` gives on a machine without a GPU)
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, str] = {
+    "method": "positive",
+    "world_model": "natural",
+    "device": "auto",
+    "precision": "fp32",
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,11 @@ class SweepConfig:
         baseline; see the training docs).
     :param world_model: what finetuning's maintenance steps show the model: ``"natural"`` (the post's),
         ``"counterfactual"`` or ``"policy"`` (:class:`agents.finetune_config.FinetuneConfig`).
+    :param device: where the units' models run: ``"auto"`` (every GPU there is, else MPS, else the CPU),
+        ``"cpu"``, ``"cuda"`` (every GPU), ``"cuda:<i>"`` (that one) or ``"mps"``; the local pool spreads the
+        units over the GPUs, Ray places them itself (:mod:`agents.pipeline.backends`). Within a unit it is
+        the device that unit runs on.
+    :param precision: ``"fp32"`` (bit-reproducible) or ``"bf16"`` (autocast; see the training docs).
     """
 
     preset: str = "quick"
@@ -75,6 +87,8 @@ class SweepConfig:
     budget: str = "quick"
     method: str = "positive"
     world_model: str = "natural"
+    device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for s in self.sizes:
@@ -100,6 +114,8 @@ class SweepConfig:
         check_choice(self.budget, "budget", BUDGETS)
         check_choice(self.method, "method", FINETUNE_METHODS)
         check_choice(self.world_model, "world_model", WORLD_MODELS)
+        check_device(self.device)
+        check_choice(self.precision, "precision", PRECISIONS)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SweepConfig:
@@ -118,7 +134,8 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
-        """Read :meth:`to_dict`'s output (sweeps written before ``method`` existed used the post's method)."""
+        """Read :meth:`to_dict`'s output (a setting added later takes :data:`SETTINGS_BEFORE_THEY_EXISTED`'s
+        value: the one older sweeps ran)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

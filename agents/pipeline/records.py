@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from agents.checkpoint import atomic_write
+from agents.checkpoint import atomic_write, load_checkpoint
 from agents.pipeline.layout import RUNS_FILE, TIMINGS_FILE, timing_path
 from agents.pipeline.plan import Unit
 
@@ -27,6 +27,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "seed",
     "train_task",
     "train_steps",
+    "train_device",
+    "train_precision",
     "eval_task",
     "p",
     "success",
@@ -58,6 +60,8 @@ TEXT_COLUMNS: tuple[str, ...] = (
     "kind",
     "size",
     "train_task",
+    "train_device",
+    "train_precision",
     "eval_task",
     "identified_task",
     "checkpoint",
@@ -73,6 +77,20 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
         if col in df:
             df[col] = df[col].fillna("")
     return df
+
+
+def training_provenance(root: Path, checkpoints: pd.Series) -> tuple[list[str], list[str]]:
+    """The device and the precision of the training that made each checkpoint (relative to ``root``), read from
+    its meta; checkpoints written before devices existed trained on the CPU in fp32. Empty for the reference
+    policies (no checkpoint)."""
+    known: dict[str, tuple[str, str]] = {}
+    for c in checkpoints.unique():
+        if isinstance(c, str) and c:
+            meta = load_checkpoint(root / c)["meta"]
+            config = meta.get("finetune", meta.get("pretrain", {}))
+            known[c] = (meta.get("device", "cpu"), config.get("precision", "fp32"))
+    pairs = [known.get(c, ("", "")) if isinstance(c, str) else ("", "") for c in checkpoints]
+    return [d for d, _ in pairs], [p for _, p in pairs]
 
 
 def save_csv(df: pd.DataFrame, path: Path) -> None:

@@ -22,7 +22,13 @@ from agents.pipeline.config import SweepConfig
 from agents.pipeline.figures import draw_all
 from agents.pipeline.layout import FIGURES_DIR, REPORT_FILE, RESULTS_FILE, TIMINGS_FILE
 from agents.pipeline.plan import Unit, plan
-from agents.pipeline.records import RESULT_COLUMNS, code_version, read_csv, write_timings
+from agents.pipeline.records import (
+    RESULT_COLUMNS,
+    code_version,
+    read_csv,
+    training_provenance,
+    write_timings,
+)
 
 #: slack for Imp >= Imp_min in floating point (both are sums of ~N terms of size ~1)
 IMP_TOL = 1e-9
@@ -49,6 +55,7 @@ def collect(root: str | os.PathLike, units: list[Unit]) -> pd.DataFrame:
     root = Path(root)
     df = pd.concat([read_csv(root / u.output) for u in units], ignore_index=True)
     df["train_steps"] = train_steps(root, df["checkpoint"])
+    df["train_device"], df["train_precision"] = training_provenance(root, df["checkpoint"])
     for col in ADDED_COLUMNS:  # measured before the column existed: not recorded
         if col not in df:
             df[col] = pd.NA

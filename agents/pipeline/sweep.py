@@ -25,7 +25,7 @@ from agents.pipeline.layout import LOCK_FILE, REPORT_FILE, SWEEP_FILE
 from agents.pipeline.plan import Unit, plan, units_to_run
 from agents.pipeline.records import git_commit, log_run, package_version, write_timings
 from agents.pipeline.units import execute
-from seqenv.validation import check_choice, check_positive_int
+from seqenv.validation import check_choice, check_number, check_positive_int
 
 
 class SweepError(RuntimeError):
@@ -159,6 +159,7 @@ def run_sweep(
     backend: str = "local",
     progress: bool = True,
     ray_address: str | None = None,
+    gpus_per_unit: float | None = None,
 ) -> SweepSummary:
     """Run (or resume) a sweep in directory ``out``.
 
@@ -169,11 +170,18 @@ def run_sweep(
     :param backend: ``"local"`` (process pool) or ``"ray"``.
     :param progress: a log line per finished unit (and a progress bar on a terminal).
     :param ray_address: address of an existing Ray cluster (``backend="ray"``); default a local instance.
+    :param gpus_per_unit: ``backend="ray"``: the GPU share (``num_gpus``, fractional allowed) each unit that
+        runs a model requests; default 1 where the cluster has GPUs and ``sweep.device`` is not ``"cpu"``. The
+        local backends spread those units over the GPUs instead (:mod:`agents.pipeline.backends`).
     :return: a :class:`SweepSummary`; raises :class:`SweepError` if units failed (after running the rest).
     """
     check_choice(backend, "backend", BACKENDS)
     if workers is not None:
         check_positive_int(workers, "workers")
+    if gpus_per_unit is not None:
+        share = check_number(gpus_per_unit, "gpus_per_unit", 0.0, strict=True, expected="a number in (0, 1]")
+        if share > 1:
+            raise ValueError(f"gpus_per_unit must be a number in (0, 1], got {gpus_per_unit!r}")
     root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     lock = SweepLock(root)
@@ -198,8 +206,12 @@ def run_sweep(
         work = [u for u in todo if u.kind != "report"]
         report = [u for u in todo if u.kind == "report"]
         blocked: set[str] = set()
+        placement = ""
         if work:
-            be = make_backend(backend, workers, sweep.threads, len(work), ray_address)
+            be = make_backend(
+                backend, workers, sweep.threads, len(work), ray_address, sweep.device, gpus_per_unit
+            )
+            placement = be.placement
             try:
                 blocked = _run_units(work, todo, be, root, sweep_d, summary, log)
             except BaseException:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the CLI): stop at once
@@ -228,6 +240,8 @@ def run_sweep(
                 "commit": commit,
                 "workers": workers,
                 "backend": backend,
+                "device": placement,
+                "precision": sweep.precision,
                 "units_run": len(summary.ran),
                 "units_failed": len(summary.failed),
                 "wall_s": round(summary.wall_s, 2),

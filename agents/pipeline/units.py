@@ -24,6 +24,7 @@ from agents.pipeline.plan import Unit, plan
 from agents.pipeline.records import save_csv, write_timing
 from agents.pipeline.report import build as build_report
 from agents.pretrain import PretrainConfig, pretrain
+from agents.runtime import device_name, resolve_device
 from seqenv.sequence import natural_histories
 
 
@@ -53,7 +54,14 @@ def pretrain_config(sweep: SweepConfig, size: str, seed: int) -> PretrainConfig:
     (:meth:`PretrainConfig.preset`), every step count times ``steps_scale``."""
     # every world model but the post's also pretrains on counterfactual contexts (uniform actions)
     world = "natural" if sweep.world_model == "natural" else "counterfactual"
-    cfg = PretrainConfig.preset(size, seed=seed, budget=sweep.budget, world_model=world)
+    cfg = PretrainConfig.preset(
+        size,
+        seed=seed,
+        budget=sweep.budget,
+        world_model=world,
+        device=sweep.device,
+        precision=sweep.precision,
+    )
     return scale_steps(cfg, sweep.steps_scale)
 
 
@@ -62,7 +70,14 @@ def finetune_config(sweep: SweepConfig, size: str, seed: int, task: str) -> Fine
     recommended config for the method, size and budget (:meth:`FinetuneConfig.preset`), every step count
     times ``steps_scale``."""
     cfg = FinetuneConfig.preset(
-        size, task=task, method=sweep.method, seed=seed, budget=sweep.budget, world_model=sweep.world_model
+        size,
+        task=task,
+        method=sweep.method,
+        seed=seed,
+        budget=sweep.budget,
+        world_model=sweep.world_model,
+        device=sweep.device,
+        precision=sweep.precision,
     )
     return scale_steps(cfg, sweep.steps_scale)
 
@@ -111,13 +126,22 @@ _RUNNERS: dict[str, Callable[[Path, Unit, SweepConfig], None]] = {
 }
 
 
-def execute(root: str, unit: Unit, sweep: dict[str, Any]) -> dict[str, Any]:
+#: the kinds of unit that run a model (the others are numpy and files: they run on the CPU)
+MODEL_UNITS: tuple[str, ...] = ("pretrain", "finetune", "measure")
+
+
+def execute(root: str, unit: Unit, sweep: dict[str, Any], device: str | None = None) -> dict[str, Any]:
     """Run one unit (in whatever process the backend chose) and return its timing record.
 
     Torch is set to ``sweep["threads"]`` threads for the unit and restored afterwards, so a unit's numbers
     do not depend on where it ran.
+
+    :param device: the device the backend placed the unit on (default: the sweep's ``device``); units that
+        run no model (:data:`MODEL_UNITS`) run on the CPU. The units see it as their sweep's ``device``.
     """
     cfg = SweepConfig.from_dict(sweep)
+    dev = resolve_device(device or cfg.device) if unit.kind in MODEL_UNITS else torch.device("cpu")
+    cfg = dataclasses.replace(cfg, device=str(dev))
     path = Path(root)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -138,6 +162,9 @@ def execute(root: str, unit: Unit, sweep: dict[str, Any]) -> dict[str, Any]:
         "started": started,
         "finished": time.time(),
         "threads": cfg.threads,
+        "device": str(dev),
+        "device_name": device_name(dev),
+        "precision": cfg.precision,
         "host": platform.node(),
         "pid": os.getpid(),
     }

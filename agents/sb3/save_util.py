@@ -28,6 +28,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from agents.checkpoint import CheckpointError, save_checkpoint
+from agents.runtime import resolve_device
 from agents.sb3.adapter import SB3Policy
 from agents.sb3.policies import TransformerPolicy
 from agents.transformer import SplitSeqTransformer
@@ -66,13 +67,14 @@ def _policy_kwargs(data: dict[str, Any], params: dict[str, Any]) -> dict[str, An
     return kwargs
 
 
-def load_sb3(path: str | os.PathLike) -> SB3Policy:
+def load_sb3(path: str | os.PathLike, device: str | th.device | None = None) -> SB3Policy:
     """Load an SB3 zip (PPO/A2C on SplitSeq) as the project's policy: what ``agents.load("x.zip")`` returns.
 
     Only the policy is rebuilt (no algorithm, no environment); a :class:`TransformerPolicy` is rebuilt from
     the config saved in the zip, without the checkpoint it was started from.
 
     :param path: the ``.zip`` written by ``model.save`` or ``splitseq ppo``.
+    :param device: where the policy runs (:func:`agents.runtime.resolve_device`'s names); default the CPU.
     """
     data, params = _read_zip(path)
     policy_class = data["policy_class"]
@@ -90,6 +92,8 @@ def load_sb3(path: str | os.PathLike) -> SB3Policy:
         policy.load_state_dict(params["policy"])
     except (RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: saved weights do not fit {policy_class.__name__}: {e}") from None
+    if device is not None:
+        policy.to(resolve_device(device))
     policy.set_training_mode(False)
     meta = {"policy": policy_class.__name__, **(data.get("splitseq_meta") or {}), "path": str(path)}
     return SB3Policy(policy, meta)
@@ -123,8 +127,8 @@ def export_checkpoint(
     out = SplitSeqTransformer(policy.transformer.cfg)
     out.load_state_dict(policy.transformer.state_dict())
     with th.no_grad():
-        out.head.weight[N_OUT:] = policy.action_net.weight
-        out.head.bias[N_OUT:] = policy.action_net.bias
+        out.head.weight[N_OUT:] = policy.action_net.weight.cpu()  # the policy may live on a GPU
+        out.head.bias[N_OUT:] = policy.action_net.bias.cpu()
     info = {**getattr(model, "splitseq_meta", {}), **(meta or {})}
     return save_checkpoint(path, out.eval(), kind="sb3", meta=info)
 

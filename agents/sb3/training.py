@@ -15,6 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 
 from agents.checkpoint import check_writable, load_checkpoint
+from agents.runtime import resolve_device
 from agents.sb3.adapter import as_policy
 from agents.sb3.policies import TransformerPolicy
 from agents.sb3.torch_layers import _arch
@@ -151,6 +152,7 @@ def train_ppo(
     episode_length: int = 1,
     eval_histories: np.ndarray | None = None,
     verbose: int = 0,
+    device: str = "auto",
     **ppo_kwargs: Any,
 ) -> PPO:
     """Train PPO on SplitSeq's native vector env; save the SB3 zip to ``out`` if given.
@@ -170,6 +172,9 @@ def train_ppo(
     :param episode_length: steps per episode (1: the post's bandit).
     :param eval_histories: histories of the exact success evaluation (default: 4096 drawn with seed 12345).
     :param verbose: SB3 verbosity.
+    :param device: where the policy trains (:func:`agents.runtime.resolve_device`: ``"auto"``, ``"cpu"``,
+        ``"cuda"``, ``"cuda:<i>"``, ``"mps"``); the environment stays numpy on the CPU. On the CPU the numbers
+        are those of the code before devices existed.
     :param ppo_kwargs: overrides of :data:`PPO_DEFAULTS` (and other ``PPO`` arguments).
     """
     name = task_name(task)  # validates a task id or a custom good set
@@ -177,6 +182,7 @@ def train_ppo(
     n_envs = check_positive_int(n_envs, "n_envs")
     seed = check_seed(seed)
     check_choice(policy, "policy", ("transformer", "mlp"))
+    dev = resolve_device(device)
     kwargs = check_ppo_kwargs({**PPO_DEFAULTS, **ppo_kwargs}, n_envs)
     if pretrained is not None:
         load_checkpoint(pretrained)  # a missing or corrupt file: its own clear error, before anything starts
@@ -200,7 +206,7 @@ def train_ppo(
         seed=seed,
         tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
         verbose=verbose,
-        device="cpu",
+        device=dev,
         **kwargs,
     )
     if tensorboard_log is None:  # SB3 would otherwise create an empty tempdir/SB3-<date> folder per learn()
@@ -216,6 +222,7 @@ def train_ppo(
         "pretrained": None if pretrained is None else str(pretrained),
         "timesteps": timesteps,
         "n_envs": n_envs,
+        "device": str(dev),
     }
     every = max(1, timesteps // 10) if eval_every is None else check_int(eval_every, "eval_every", minimum=0)
     callbacks = [ExactSuccessCallback(task, every=every, histories=eval_histories)] if every > 0 else []

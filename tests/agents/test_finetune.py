@@ -185,6 +185,8 @@ def test_presets_are_the_budget_tables():
         "eval_samples": 8192,
         "checkpoint_every": 320,
         "threads": 0,
+        "device": "auto",
+        "precision": "fp32",
     }
     import agents.finetune as ft
 
