@@ -260,5 +260,12 @@ def test_an_interrupt_that_c_code_turns_into_another_error_is_still_an_interrupt
             raise ValueError("Invalid affine transformation matrix") from None
 
     monkeypatch.setattr(agents.cli.reproduce, "run_sweep", draw)
-    assert main(["reproduce", "--out", "r", *QUICK]) == code
+    # a job started in the background by a shell without job control ignores SIGINT, and main() keeps an
+    # ignored signal ignored; this test is about a signal that arrives, so give it its default handler
+    default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+    previous = signal.signal(sig, default)
+    try:
+        assert main(["reproduce", "--out", "r", *QUICK]) == code
+    finally:
+        signal.signal(sig, previous)
     one_line(capsys, r"^splitseq reproduce: (interrupted|terminated); rerun the same command to resume")
