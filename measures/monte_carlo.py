@@ -55,7 +55,8 @@ class RepeatEstimates:
     s_prime: np.ndarray  # (R, K)
 
 
-def _entropy(counts: np.ndarray, estimator: str) -> np.ndarray:
+def count_entropy(counts: np.ndarray, estimator: str) -> np.ndarray:
+    """Entropy (nats) of the empirical distributions of ``counts`` ``(..., m)`` by ``estimator``."""
     n = counts.sum(axis=-1)
     h = entr(counts / n[..., None]).sum(axis=-1)
     if estimator == "miller_madow":
@@ -63,11 +64,13 @@ def _entropy(counts: np.ndarray, estimator: str) -> np.ndarray:
     return h
 
 
-def _kl(c_p: np.ndarray, c_q: np.ndarray, estimator: str) -> np.ndarray:
-    """KL of the empirical ``c_p`` ``(8,)`` against KT-smoothed ``c_q`` ``(..., 8)``; see the module docstring."""
+def count_kl(c_p: np.ndarray, c_q: np.ndarray, estimator: str) -> np.ndarray:
+    """KL of the empirical ``c_p`` ``(m,)`` against Krichevsky-Trofimov-smoothed ``c_q`` ``(..., m)`` (``m = 8``
+    here); see the module docstring."""
+    m = c_p.shape[-1]
     n_p, n_q = c_p.sum(), c_q.sum(axis=-1)
     p = c_p / n_p
-    q = (c_q + 0.5) / (n_q[..., None] + N_OUT / 2)
+    q = (c_q + 0.5) / (n_q[..., None] + m / 2)
     kl = rel_entr(p, q).sum(axis=-1)
     if estimator == "miller_madow":
         kl = kl - ((c_p > 0).sum() - 1) / (2 * n_p) - (p * (1 - q) / q).sum(axis=-1) / (2 * n_q)
@@ -136,17 +139,17 @@ def one_repeat(
             i_idx = np.broadcast_to(idx[:, None], a.shape)
             xij = w.sample(i_idx, a, rng)  # world from h_i
             c_split[j0 : j0 + cols] = _counts(np.ascontiguousarray(xij.T), n)
-        h_base = _entropy(c_split, estimator).mean()
+        h_base = count_entropy(c_split, estimator).mean()
         base_future = (c_split / n).mean(axis=0)
-        imp = _kl(c_future, c_split, estimator).mean()
+        imp = count_kl(c_future, c_split, estimator).mean()
     else:
         xr = w.sample(idx, _sample_actions(rho, (), rng), rng)
         c_base = np.bincount(xr, minlength=N_OUT)
-        h_base = _entropy(c_base, estimator)
+        h_base = count_entropy(c_base, estimator)
         base_future = c_base / n
-        imp = _kl(c_future, c_base, estimator)
+        imp = count_kl(c_future, c_base, estimator)
     future = c_future / n
-    h_future = _entropy(c_future, estimator)
+    h_future = count_entropy(c_future, estimator)
     return {
         "op": h_base - h_future,
         "imp": imp,

@@ -35,12 +35,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.special import entr, rel_entr
 
 from measures.api import Evaluation, child_rng
 from measures.mdp import SPLITS, WorldMeasureResult, check_rate, world_figures, world_result
 from measures.mdp_futures import takes_start
-from measures.monte_carlo import ESTIMATORS
+from measures.monte_carlo import ESTIMATORS, count_entropy, count_kl
 from measures.split import Draws
 from measures.world_policies import world_action_probs
 from seqenv.validation import check_int, check_optional_seed, check_temperature
@@ -158,26 +157,6 @@ def _sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cdf = np.cumsum(probs, axis=1)
     cdf[:, -1] = 1.0
     return (rng.random((len(probs), 1)) >= cdf).sum(axis=1).clip(max=probs.shape[1] - 1)
-
-
-def _entropy(counts: np.ndarray, estimator: str) -> np.ndarray:
-    n = counts.sum(axis=-1)
-    h = entr(counts / n[..., None]).sum(axis=-1)
-    if estimator == "miller_madow":
-        h = h + ((counts > 0).sum(axis=-1) - 1) / (2 * n)
-    return h
-
-
-def _kl(c_p: np.ndarray, c_q: np.ndarray, estimator: str) -> np.ndarray:
-    """KL of the empirical ``c_p`` ``(m,)`` against Krichevsky-Trofimov-smoothed ``c_q`` ``(..., m)``."""
-    m = c_p.shape[-1]
-    n_p, n_q = c_p.sum(), c_q.sum(axis=-1)
-    p = c_p / n_p
-    q = (c_q + 0.5) / (n_q[..., None] + m / 2)
-    kl = rel_entr(p, q).sum(axis=-1)
-    if estimator == "miller_madow":
-        kl = kl - ((c_p > 0).sum() - 1) / (2 * n_p) - (p * (1 - q) / q).sum(axis=-1) / (2 * n_q)
-    return kl
 
 
 def measure_simulator(
@@ -354,10 +333,10 @@ def _estimates(
         seen = np.ones(m, dtype=bool)
         if per_repeat_classes:  # smooth over the classes this repeat saw
             seen = (c_own > 0) | (c_comp > 0).any(axis=0)
-        h_own = _entropy(c_own[seen], estimator)
-        h_comp = _entropy(c_comp[:, seen], estimator)
+        h_own = count_entropy(c_own[seen], estimator)
+        h_comp = count_entropy(c_comp[:, seen], estimator)
         future, base_future = c_own / c_own.sum(), (c_comp / c_comp.sum(axis=1, keepdims=True)).mean(axis=0)
-        kl = _kl(c_own[seen], c_comp[:, seen], estimator)
+        kl = count_kl(c_own[seen], c_comp[:, seen], estimator)
         for k, v in (
             ("op", h_comp.mean() - h_own),
             ("imp", kl.mean()),

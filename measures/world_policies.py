@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from measures.policies import BATCH_SIZE, check_action_array, check_probs, probs_from_logits, temper
+from measures.policies import (
+    BATCH_SIZE,
+    _to_numpy,
+    check_action_array,
+    check_probs,
+    probs_from_logits,
+    temper,
+)
 from seqenv.validation import check_int, check_number, check_temperature
 
 
@@ -224,16 +231,6 @@ def epsilon_greedy(policy: np.ndarray, epsilon: float) -> np.ndarray:
         raise ValueError("epsilon_greedy needs an (S, A) table; one_hot(actions, A) turns actions into one")
     probs = check_probs(table, len(table), "policy table", width=table.shape[1])
     return (1 - eps) * probs + eps / probs.shape[1]
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    if isinstance(x, tuple) and len(x) == 2 and x[1] is None:
-        raise TypeError(
-            "the policy returned a tuple (actions, state) like SB3 predict; return only the actions"
-        )
-    return np.asarray(x)
 
 
 def _name(policy: Any) -> str:
