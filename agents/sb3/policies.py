@@ -144,7 +144,10 @@ class TransformerPolicy(ActorCriticPolicy):
 
     def next_token_logits(self, obs: th.Tensor) -> th.Tensor:
         """``(B, 16)`` next-token logits: the LM head's even-token rows 0..7 and the (trained) action head."""
-        features = self.pi_features_extractor(obs)
+        return self._logits(self.pi_features_extractor(obs))
+
+    def _logits(self, features: th.Tensor) -> th.Tensor:
+        # net_arch is empty (checked at construction), so the action head reads the features directly
         return th.cat([self.transformer.head(features)[:, :N_OUT], self.action_net(features)], dim=1)
 
     # measures.internal's InternalModel protocol: the actor's transformer with the trained action head
@@ -158,9 +161,7 @@ class TransformerPolicy(ActorCriticPolicy):
 
     def logits_from_embeddings(self, emb: th.Tensor, edits: Mapping[str, Edit] | None = None) -> th.Tensor:
         """:meth:`next_token_logits` from input embeddings, with the transformer's site edits."""
-        features = self.transformer.features_from_embeddings(emb, edits)
-        actions = self.action_net(self.mlp_extractor.forward_actor(features))
-        return th.cat([self.transformer.head(features)[:, :N_OUT], actions], dim=1)
+        return self._logits(self.transformer.features_from_embeddings(emb, edits))
 
     @classmethod
     def kwargs_from_saved(cls, policy_kwargs: dict[str, Any], policy_state: dict[str, Any]) -> dict[str, Any]:
