@@ -16,7 +16,7 @@ from typing import Any
 from agents.cli.interrupts import SIGNALS_SEEN, Terminated, interrupted, on_signal
 
 #: the sub-commands
-COMMANDS = ("demo", "ppo", "pretrain", "finetune", "measure", "reproduce", "bundle")
+COMMANDS = ("demo", "ppo", "pretrain", "finetune", "measure", "reproduce", "bundle", "cost")
 #: what an interrupted command says about resuming: its work is kept (atomic checkpoints and outputs)
 RESUME_HINTS: dict[str, str] = {
     "reproduce": "rerun the same command to resume (finished units are kept)",
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from agents.cli import (  # heavy (torch, pandas): after main took Ctrl-C
         bundle,
+        cost,
         demo,
         measure,
         ppo,
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, ppo, train, measure, reproduce, bundle):  # the order --help lists them
+    for module in (demo, ppo, train, measure, reproduce, bundle, cost):  # the order --help lists them
         module.add_parsers(sub)
     return parser
 

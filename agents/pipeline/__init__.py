@@ -12,7 +12,7 @@ From Python::
 
 The sweep is a graph of units (:mod:`~agents.pipeline.plan`), each writing one file of the sweep directory
 (:mod:`~agents.pipeline.layout`). Modules, from the bottom up: ``layout`` → ``config`` → ``plan`` →
-``records`` → ``measure`` / ``figures`` / ``report`` → ``units`` → ``backends`` → ``sweep`` → ``bundle`` →
+``records`` → ``measure`` / ``figures`` / ``cost`` → ``report`` → ``units`` → ``backends`` → ``sweep`` → ``bundle`` →
 ``merge``;
 each imports only modules below it.
 """

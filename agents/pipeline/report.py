@@ -19,8 +19,9 @@ from scipy import stats
 
 from agents.checkpoint import atomic_write, load_checkpoint
 from agents.pipeline.config import SweepConfig
+from agents.pipeline.cost import cost_section
 from agents.pipeline.figures import draw_all
-from agents.pipeline.layout import FIGURES_DIR, REPORT_FILE, RESULTS_FILE, TIMINGS_FILE
+from agents.pipeline.layout import FIGURES_DIR, REPORT_FILE, RESULTS_FILE
 from agents.pipeline.plan import Unit, plan
 from agents.pipeline.records import (
     RESULT_COLUMNS,
@@ -309,27 +310,6 @@ def self_evaluation_section(df: pd.DataFrame) -> list[str]:
     ]
 
 
-def _timing_text(root: Path) -> str:
-    path = root / TIMINGS_FILE
-    if not path.exists():
-        return ""
-    t = pd.read_csv(path)
-    done = t.dropna(subset=["wall_s"])
-    if not len(done):
-        return ""
-    per_kind = done.groupby("kind")["wall_s"].agg(["count", "sum", "mean"])
-    parts = ", ".join(f"{k}: {int(r['count'])} × {r['mean']:.0f} s" for k, r in per_kind.iterrows())
-    span = (
-        (done["finished"].max() - done["started"].min())
-        if {"started", "finished"} <= set(done)
-        else float("nan")
-    )
-    return (
-        f"Unit compute time {done['wall_s'].sum() / 60:.1f} min ({parts}); first unit start to last unit end "
-        f"{span / 60:.1f} min (see `timings.csv`; `runs.csv` logs each invocation's wall time)."
-    )
-
-
 CAPTIONS = {
     "pretraining_vs_size.png": "Pretraining: held-out next-token loss and accuracy against size (limit 0.9825).",
     "training_curves.png": "Example training runs: pretraining per size; finetuning per task for the largest size.",
@@ -390,8 +370,8 @@ def headline_table(ident: dict, corr: dict, bound: dict, floor: dict) -> str:
     return _table(pd.DataFrame(rows, columns=["finding", "this run", "the post"]))
 
 
-def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]) -> str:
-    """The markdown of ``report.md``."""
+def render(df: pd.DataFrame, sweep: SweepConfig, timings: pd.DataFrame, figures: list[Path]) -> str:
+    """The markdown of ``report.md``; ``timings`` is the sweep's ``timings.csv`` table."""
     ident = headline_identification(df)
     corr = headline_op_correlation(df)
     bound = headline_imp_bound(df)
@@ -408,10 +388,9 @@ def render(df: pd.DataFrame, sweep: SweepConfig, root: Path, figures: list[Path]
         f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
         f"histories (seed {sweep.eval_seed}). Written {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` "
         f"({os.cpu_count()} CPUs), {code_version()}, {sweep.threads} torch thread(s) per unit; finetuning's "
-        f"maintenance world model: {sweep.world_model}.",
+        f"maintenance world model: {sweep.world_model}; device {sweep.device}, precision {sweep.precision}.",
         "",
-        _timing_text(root),
-        "",
+        *cost_section(timings, plan(sweep)),
         "## Headline numbers",
         "",
         headline_table(ident, corr, bound, floor),
@@ -487,6 +466,6 @@ def build(root: str | os.PathLike, sweep: SweepConfig, measure_units: list[Unit]
     atomic_write(root / RESULTS_FILE, lambda tmp: df.to_csv(tmp, index=False))
     df = read_csv(root / RESULTS_FILE)
     paths = draw_all(df, root, root / FIGURES_DIR)
-    write_timings(root, plan(sweep))
-    text = render(df, sweep, root, paths)
+    timings = write_timings(root, plan(sweep))
+    text = render(df, sweep, timings, paths)
     return atomic_write(root / REPORT_FILE, lambda tmp: Path(tmp).write_text(text))

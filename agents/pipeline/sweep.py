@@ -231,8 +231,9 @@ def run_sweep(
                 log.done(len(summary.ran), u, rec)
             report = []
         log.bar.close()
-        write_timings(root, units)
+        timings = write_timings(root, units)
         summary.wall_s = time.perf_counter() - t_start
+        ran = timings[timings["unit"].isin(summary.ran)]
         log_run(
             root,
             {
@@ -245,6 +246,7 @@ def run_sweep(
                 "units_run": len(summary.ran),
                 "units_failed": len(summary.failed),
                 "wall_s": round(summary.wall_s, 2),
+                "cpu_s": round(float(ran["cpu_s"].sum()), 2) if "cpu_s" in ran else float("nan"),
                 "version": package_version(),
             },
         )

@@ -146,12 +146,12 @@ def execute(root: str, unit: Unit, sweep: dict[str, Any], device: str | None = N
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     started = time.time()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         _RUNNERS[unit.kind](path, unit, cfg)
     finally:
         torch.set_num_threads(threads)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     record = {
         "unit": unit.name,
         "kind": unit.kind,
@@ -159,6 +159,7 @@ def execute(root: str, unit: Unit, sweep: dict[str, Any], device: str | None = N
         "seed": unit.seed if unit.seed >= 0 else None,
         "task": unit.task,
         "wall_s": wall,
+        "cpu_s": cpu,  # this process's CPU time, every thread: below wall_s x threads when cores were shared
         "started": started,
         "finished": time.time(),
         "threads": cfg.threads,

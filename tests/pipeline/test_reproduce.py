@@ -232,6 +232,10 @@ def test_timings_record_every_unit(sweep_dir):
     t = pd.read_csv(sweep_dir / "timings.csv")
     assert list(t["unit"]) == [u.name for u in plan(quick_config())]
     assert (t["wall_s"] > 0).all() and (t["threads"] == 1).all()
+    # CPU time of the unit's process: positive, and the invocation's runs.csv row holds the units' sum
+    assert (t["cpu_s"] > 0).all()
+    runs = pd.read_csv(sweep_dir / "runs.csv")
+    assert runs["cpu_s"].iloc[0] == pytest.approx(t["cpu_s"].sum(), abs=0.01 * len(t))
 
 
 # ------------------------------------------------------------------------------------------------ resume

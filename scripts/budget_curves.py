@@ -1,0 +1,187 @@
+"""Held-out success curves of finetuning runs longer than the preset's budget, and the budget they justify.
+
+::
+
+    # 1. run: the sweep's own finetuning config for (size, seed, task), run for --steps policy steps
+    python scripts/budget_curves.py run --size large --tasks ngood6 ngood2 --steps 12000 \\
+        --pretrained runs/full/models/large-s0/pretrained.pt --out-dir runs/budgets
+    # 2. analyse every run under the directory: levelling step per (size, task), figure, CSV
+    python scripts/budget_curves.py analyse runs/budgets runs/budgets-long --out docs/results/budgets
+
+Both learning rates are constant after a 20-step warmup (``min_lr_ratio = 1``) and nothing else in a
+finetuning run depends on its step budget, so the first ``B`` steps of a longer run *are* a ``B``-step run
+(checked: the evaluations up to the preset's budget repeat the committed full-budget histories exactly). One
+long run per (size, task) therefore gives the held-out success of every shorter budget.
+
+``run`` without ``--pretrained`` pretrains the size first with the sweep's config (``<out-dir>/<size>-s<seed>/
+pretrained.pt``). Evaluations come every ``--eval-every`` steps (default: a tenth of the preset's budget, the
+sweep's own interval). Runs resume where they stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from agents.finetune import finetune
+from agents.pipeline.config import SweepConfig
+from agents.pipeline.plan import checkpoint_finished
+from agents.pipeline.units import finetune_config, pretrain_config
+from agents.pretrain import pretrain
+from agents.training import history_path
+from seqenv.tasks import TASKS
+
+#: A curve has levelled off at step B when its smoothed value (running mean of SMOOTH evaluations, centred)
+#: is within LEVEL_TOL of the best smoothed value the whole run reaches, from B on; that is only shown when the
+#: run went on for at least LEVEL_FACTOR x B steps (a curve can sit on a plateau and then jump, as medium's do
+#: around 2,500 steps, so "flat for a while" alone is not enough).
+LEVEL_TOL = 0.02
+LEVEL_FACTOR = 1.5
+SMOOTH = 3
+
+
+def run_curves(
+    size: str,
+    seed: int,
+    tasks: list[str],
+    steps: int,
+    eval_every: int | None,
+    pretrained: Path | None,
+    out: Path,
+) -> None:
+    """Finetune ``size`` (seed ``seed``) on each task for ``steps`` steps with the full preset's config."""
+    sweep = SweepConfig(preset="full", budget="full", sizes=(size,), seeds=(seed,), device="cpu")
+    torch.set_num_threads(1)
+    run_dir = out / f"{size}-s{seed}"
+    if pretrained is None:
+        pretrained = run_dir / "pretrained.pt"
+        pretrain(pretrain_config(sweep, size, seed), pretrained, progress=False)
+    for task in tasks:
+        cfg = finetune_config(sweep, size, seed, task)
+        cfg = dataclasses.replace(
+            cfg,
+            steps=steps,
+            eval_every=eval_every or cfg.eval_every,
+            checkpoint_every=max(1, steps // 20),
+        )
+        summary = finetune(pretrained, cfg, run_dir / f"{task}.pt", progress=False)
+        print(
+            f"{size}-s{seed} {task}: {steps} steps, success {summary['success']:.3f} "
+            f"({summary['frac_of_oracle']:.3f} of the way), {summary['wall_time_s']:.0f} s",
+            flush=True,
+        )
+
+
+def levelled_step(
+    steps: np.ndarray, frac: np.ndarray, tol: float = LEVEL_TOL
+) -> tuple[int | None, int, float]:
+    """``(B, first step within tol of the best, best smoothed value)``; ``B`` is that first step when the run
+    reached ``LEVEL_FACTOR * B`` steps, else None (not shown to have levelled)."""
+    smooth = pd.Series(frac).rolling(SMOOTH, center=True, min_periods=1).mean().to_numpy()
+    best = float(smooth.max())
+    near = np.flatnonzero(smooth >= best - tol)
+    # from B on it stays near the best: the first step after the last one that was not
+    below = np.flatnonzero(smooth < best - tol)
+    first = int(steps[below[-1] + 1]) if below.size else int(steps[near[0]])
+    shown = steps[-1] >= LEVEL_FACTOR * first
+    return (first if shown else None), first, best
+
+
+def _longest_runs(roots: list[Path]) -> list[Path]:
+    """The finetuned checkpoints under ``roots``, the longest run of each (size, seed, task)."""
+    best: dict[tuple[str, str], tuple[int, Path]] = {}
+    for root in roots:
+        for ckpt in root.glob("*-s*/ngood*.pt"):
+            steps = int(pd.read_csv(history_path(ckpt))["step"].iloc[-1])
+            key = (ckpt.parent.name, ckpt.stem)
+            if key not in best or steps > best[key][0]:
+                best[key] = (steps, ckpt)
+    return [best[k][1] for k in sorted(best)]
+
+
+def analyse(roots: list[Path], out: Path) -> pd.DataFrame:
+    """One row per (size, seed, task), from its longest run under ``roots``; a figure of every curve with its
+    levelling step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, curves = [], {}
+    for ckpt in _longest_runs(roots):
+        hist = pd.read_csv(history_path(ckpt))
+        size, seed = ckpt.parent.name.rsplit("-s", 1)
+        task = ckpt.stem
+        steps, frac = hist["step"].to_numpy(), hist["frac_of_oracle"].to_numpy()
+        finished = checkpoint_finished(ckpt)
+        level_at, near_best, best = levelled_step(steps, frac)
+        level_at = level_at if finished else None  # a run still going has not shown where it ends
+        curves[(size, task)] = (steps, frac, level_at)
+        rows.append(
+            {
+                "size": size,
+                "seed": int(seed),
+                "task": task,
+                "steps_run": int(steps[-1]),
+                "finished": finished,
+                "best_frac": best,
+                "near_best_from": near_best,
+                "levelled_at": level_at,
+                "success_final": float(hist["success"].iloc[-1]),
+            }
+        )
+    table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "levelling.csv", index=False)
+    sizes = [s for s in ("tiny", "small", "medium", "large") if s in set(table["size"])]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4 * len(sizes), 3.3), sharey=True, squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        for task in TASKS:
+            if (size, task) not in curves:
+                continue
+            steps, frac, level_at = curves[(size, task)]
+            (line,) = ax.plot(steps, frac, label=task)
+            if level_at is not None:
+                ax.axvline(level_at, color=line.get_color(), ls=":", lw=1)
+        ax.set_title(size)
+        ax.set_xlabel("policy steps")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out success (of the way to oracle)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="long finetuning runs")
+    r.add_argument("--size", required=True)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--tasks", nargs="+", default=list(TASKS))
+    r.add_argument("--steps", type=int, required=True)
+    r.add_argument("--eval-every", type=int, default=None)
+    r.add_argument("--pretrained", type=Path, default=None)
+    r.add_argument("--out-dir", type=Path, required=True)
+    a = sub.add_parser("analyse", help="levelling steps and figure")
+    a.add_argument("roots", type=Path, nargs="+", help="directories of runs (the longest run of each counts)")
+    a.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        run_curves(
+            args.size, args.seed, args.tasks, args.steps, args.eval_every, args.pretrained, args.out_dir
+        )
+    else:
+        print(analyse(args.roots, args.out).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
