@@ -79,17 +79,17 @@ def run_curves(
 
 
 def levelled_step(
-    steps: np.ndarray, frac: np.ndarray, tol: float = LEVEL_TOL
+    steps: np.ndarray, frac: np.ndarray, tol: float = LEVEL_TOL, factor: float = LEVEL_FACTOR
 ) -> tuple[int | None, int, float]:
     """``(B, first step within tol of the best, best smoothed value)``; ``B`` is that first step when the run
-    reached ``LEVEL_FACTOR * B`` steps, else None (not shown to have levelled)."""
+    reached ``factor * B`` steps, else None (not shown to have levelled)."""
     smooth = pd.Series(frac).rolling(SMOOTH, center=True, min_periods=1).mean().to_numpy()
     best = float(smooth.max())
     near = np.flatnonzero(smooth >= best - tol)
     # from B on it stays near the best: the first step after the last one that was not
     below = np.flatnonzero(smooth < best - tol)
     first = int(steps[below[-1] + 1]) if below.size else int(steps[near[0]])
-    shown = steps[-1] >= LEVEL_FACTOR * first
+    shown = steps[-1] >= factor * first
     return (first if shown else None), first, best
 
 
@@ -105,7 +105,9 @@ def _longest_runs(roots: list[Path]) -> list[Path]:
     return [best[k][1] for k in sorted(best)]
 
 
-def analyse(roots: list[Path], out: Path) -> pd.DataFrame:
+def analyse(
+    roots: list[Path], out: Path, tol: float = LEVEL_TOL, factor: float = LEVEL_FACTOR
+) -> pd.DataFrame:
     """One row per (size, seed, task), from its longest run under ``roots``; a figure of every curve with its
     levelling step."""
     import matplotlib
@@ -120,7 +122,7 @@ def analyse(roots: list[Path], out: Path) -> pd.DataFrame:
         task = ckpt.stem
         steps, frac = hist["step"].to_numpy(), hist["frac_of_oracle"].to_numpy()
         finished = checkpoint_finished(ckpt)
-        level_at, near_best, best = levelled_step(steps, frac)
+        level_at, near_best, best = levelled_step(steps, frac, tol, factor)
         level_at = level_at if finished else None  # a run still going has not shown where it ends
         curves[(size, task)] = (steps, frac, level_at)
         rows.append(
@@ -173,13 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("analyse", help="levelling steps and figure")
     a.add_argument("roots", type=Path, nargs="+", help="directories of runs (the longest run of each counts)")
     a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--tol", type=float, default=LEVEL_TOL, help=f"default {LEVEL_TOL}")
+    a.add_argument("--factor", type=float, default=LEVEL_FACTOR, help=f"default {LEVEL_FACTOR}")
     args = ap.parse_args(argv)
     if args.cmd == "run":
         run_curves(
             args.size, args.seed, args.tasks, args.steps, args.eval_every, args.pretrained, args.out_dir
         )
     else:
-        print(analyse(args.roots, args.out).to_string(index=False))
+        print(analyse(args.roots, args.out, args.tol, args.factor).to_string(index=False))
     return 0
 
 

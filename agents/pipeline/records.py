@@ -12,11 +12,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from agents.checkpoint import atomic_write, load_checkpoint
 from agents.pipeline.layout import RUNS_FILE, TIMINGS_FILE, timing_path
 from agents.pipeline.plan import Unit
+from agents.training import history_path
 
 #: columns of ``results.csv``, in order (one row per model and evaluation task)
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -91,6 +93,30 @@ def training_provenance(root: Path, checkpoints: pd.Series) -> tuple[list[str], 
             known[c] = (meta.get("device", "cpu"), config.get("precision", "fp32"))
     pairs = [known.get(c, ("", "")) if isinstance(c, str) else ("", "") for c in checkpoints]
     return [d for d, _ in pairs], [p for _, p in pairs]
+
+
+#: the last share of a finetuning over which :func:`finetune_rise` measures the held-out success's rise
+RISE_SHARE = 0.25
+
+
+def finetune_rise(root: Path, checkpoints: pd.Series) -> list[float]:
+    """How far each finetuned checkpoint's held-out success still rose over the last quarter of its run, in
+    fractions of the way from the uniform policy to the oracle (``frac_of_oracle`` of the trainer's history,
+    the last evaluation minus the value interpolated at 75% of the steps): near 0 where the budget let the
+    curve level off. NaN for pretrained models, reference policies and checkpoints without a history."""
+    rise: dict[str, float] = {}
+    for c in checkpoints.unique():
+        if not isinstance(c, str) or not c or c.endswith("pretrained.pt"):
+            continue
+        path = history_path(root / c)
+        if not path.is_file():
+            continue
+        h = pd.read_csv(path)
+        if len(h) >= 2 and "frac_of_oracle" in h:
+            steps, frac = h["step"].to_numpy(float), h["frac_of_oracle"].to_numpy(float)
+            start = float(np.interp((1 - RISE_SHARE) * steps[-1], steps, frac))
+            rise[c] = float(frac[-1] - start)
+    return [rise.get(c, float("nan")) if isinstance(c, str) else float("nan") for c in checkpoints]
 
 
 def save_csv(df: pd.DataFrame, path: Path) -> None:

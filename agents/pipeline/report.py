@@ -26,6 +26,7 @@ from agents.pipeline.plan import Unit, plan
 from agents.pipeline.records import (
     RESULT_COLUMNS,
     code_version,
+    finetune_rise,
     read_csv,
     training_provenance,
     write_timings,
@@ -57,6 +58,7 @@ def collect(root: str | os.PathLike, units: list[Unit]) -> pd.DataFrame:
     df = pd.concat([read_csv(root / u.output) for u in units], ignore_index=True)
     df["train_steps"] = train_steps(root, df["checkpoint"])
     df["train_device"], df["train_precision"] = training_provenance(root, df["checkpoint"])
+    df["train_rise"] = finetune_rise(root, df["checkpoint"])
     for col in ADDED_COLUMNS:  # measured before the column existed: not recorded
         if col not in df:
             df[col] = pd.NA
@@ -385,7 +387,8 @@ def render(df: pd.DataFrame, sweep: SweepConfig, timings: pd.DataFrame, figures:
         f"pretraining steps: {steps}; finetuning ({sweep.method}) steps: {ft_steps}"
         + (f" (the preset's budgets scaled by {sweep.steps_scale:g})" if sweep.steps_scale != 1 else "")
         + ". "
-        f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
+        + rise_text(df)
+        + f"Every model measured exactly (split history, temperature 0) on the same {sweep.n_histories:,} natural "
         f"histories (seed {sweep.eval_seed}). Written {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` "
         f"({os.cpu_count()} CPUs), {code_version()}, {sweep.threads} torch thread(s) per unit; finetuning's "
         f"maintenance world model: {sweep.world_model}; device {sweep.device}, precision {sweep.precision}.",
@@ -436,6 +439,22 @@ def render(df: pd.DataFrame, sweep: SweepConfig, timings: pd.DataFrame, figures:
         lines += [f"### {CAPTIONS.get(p.name, p.stem)}", "", f"![{p.stem}](figures/{p.name})", ""]
     lines += ["All numbers: `results.csv` (one row per model and evaluation task).", ""]
     return "\n".join(lines)
+
+
+def rise_text(df: pd.DataFrame) -> str:
+    """One sentence: how much the finetuned models' held-out success still rose over the last quarter of their
+    runs (``train_rise``), the evidence that the budgets let the curves level off; empty without histories."""
+    fine = df[(df["kind"] == "finetuned") & (df["train_task"] == df["eval_task"])]
+    rise = fine.set_index("model")["train_rise"].dropna() if "train_rise" in fine else pd.Series(dtype=float)
+    if rise.empty:
+        return ""
+    by_size = fine.groupby("size", sort=False)["train_rise"].max()
+    return (
+        f"Over the last quarter of each finetuning, held-out success rose by a median {rise.median():.3f} of the "
+        f"way to the oracle (largest {rise.max():.3f}, {rise.idxmax()}; per size at most "
+        + ", ".join(f"{k} {v:.3f}" for k, v in by_size.items())
+        + "; `train_rise`). "
+    )
 
 
 def budget_text(df: pd.DataFrame, sizes: Any, tasks: Any) -> tuple[str, str]:

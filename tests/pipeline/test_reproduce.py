@@ -228,6 +228,25 @@ def test_report_embeds_every_figure_and_the_headline_numbers(sweep_dir, results)
     )
 
 
+def test_results_say_how_far_each_finetuning_still_rose(sweep_dir, results):
+    """``train_rise``: the held-out success's rise over the last quarter of each finetuning (in fractions of
+    the way to the oracle), recomputed by hand from the trainer's history; only finetuned models have one."""
+    fine = results[results["kind"] == "finetuned"].drop_duplicates("model")
+    assert (
+        fine["train_rise"].notna().all()
+        and results[results["kind"] != "finetuned"]["train_rise"].isna().all()
+    )
+    for row in fine.itertuples():
+        h = pd.read_csv(sweep_dir / (row.checkpoint + ".history.csv"))
+        steps, frac = list(h["step"]), list(h["frac_of_oracle"])
+        x = 0.75 * steps[-1]  # the value there, on the straight line between the evaluations around it
+        i = max(j for j in range(len(steps)) if steps[j] <= x)
+        w = (x - steps[i]) / (steps[i + 1] - steps[i])
+        assert row.train_rise == pytest.approx(frac[-1] - ((1 - w) * frac[i] + w * frac[i + 1]), abs=1e-12)
+    text = (sweep_dir / "report.md").read_text()
+    assert f"held-out success rose by a median {fine['train_rise'].median():.3f}" in text
+
+
 def test_timings_record_every_unit(sweep_dir):
     t = pd.read_csv(sweep_dir / "timings.csv")
     assert list(t["unit"]) == [u.name for u in plan(quick_config())]
