@@ -35,6 +35,7 @@ def _steps_as_run(root: Path, size: str, seed: int, task: str) -> int | None:
 def step_ratios(root: Path, sweep: SweepConfig) -> dict[tuple[str, str], float]:
     """``(size, task) -> steps of today's budget / steps as run`` (``task`` ``""``: pretraining), from the
     trainers' history CSVs of the lowest seed that has them."""
+    today = dataclasses.replace(sweep, finetune_steps=None)  # the preset's budgets now, not the sweep's
     ratios = {}
     for size in sweep.sizes:
         for task in ("", *sweep.tasks):
@@ -42,9 +43,9 @@ def step_ratios(root: Path, sweep: SweepConfig) -> dict[tuple[str, str], float]:
                 ran = _steps_as_run(root, size, seed, task)
                 if ran:
                     cfg = (
-                        finetune_config(sweep, size, seed, task)
+                        finetune_config(today, size, seed, task)
                         if task
-                        else pretrain_config(sweep, size, seed)
+                        else pretrain_config(today, size, seed)
                     )
                     ratios[(size, task)] = cfg.steps / ran
                     break

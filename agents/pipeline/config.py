@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from agents.finetune_config import FINETUNE_METHODS, WORLD_MODELS
+from agents.finetune_config import FINETUNE_METHODS, WORLD_MODELS, FinetuneConfig
 from agents.runtime import PRECISIONS, check_device
 from agents.training import BUDGETS
 from agents.transformer import SIZES
@@ -25,6 +25,33 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, str] = {
     "device": "auto",
     "precision": "fp32",
 }
+
+
+#: the full budget's finetuning steps per size with the post's method before the budgets were set from
+#: levelled held-out success curves: what a sweep whose ``sweep.json`` has no ``finetune_steps`` ran (every
+#: other budget, REINFORCE's and the quick one, is unchanged since)
+POSITIVE_FULL_STEPS_BEFORE_LEVELLING: dict[str, int] = {
+    "tiny": 3200,
+    "small": 4000,
+    "medium": 5000,
+    "large": 6000,
+}
+
+
+def finetune_steps_table(
+    sizes: tuple[str, ...], tasks: tuple[str, ...], method: str, budget: str, levelled: bool = True
+) -> dict[str, dict[str, int]]:
+    """``{size: {task: steps}}`` of finetuning for a sweep (:meth:`FinetuneConfig.preset`'s budgets; with
+    ``levelled=False``, the ones sweeps ran before :data:`POSITIVE_FULL_STEPS_BEFORE_LEVELLING` changed)."""
+    table = {}
+    for size in sizes:
+        table[size] = {}
+        for task in tasks:
+            steps = FinetuneConfig.preset(size, task=task, method=method, budget=budget).steps
+            if not levelled and method == "positive" and budget == "full":
+                steps = POSITIVE_FULL_STEPS_BEFORE_LEVELLING[size]
+            table[size][task] = steps
+    return table
 
 
 @dataclass(frozen=True)
@@ -74,6 +101,9 @@ class SweepConfig:
         units over the GPUs, Ray places them itself (:mod:`agents.pipeline.backends`). Within a unit it is
         the device that unit runs on.
     :param precision: ``"fp32"`` (bit-reproducible) or ``"bf16"`` (autocast; see the training docs).
+    :param finetune_steps: ``{size: {task: steps}}``, the finetunings' step budgets (before ``steps_scale``);
+        default: the method's and budget's recommended steps today (:meth:`FinetuneConfig.preset`). Saved in
+        ``sweep.json``, so a sweep keeps the budgets it started with and a sweep at other budgets is refused.
     """
 
     preset: str = "quick"
@@ -89,6 +119,7 @@ class SweepConfig:
     world_model: str = "natural"
     device: str = "auto"
     precision: str = "fp32"
+    finetune_steps: dict[str, dict[str, int]] | None = None
 
     def __post_init__(self) -> None:
         for s in self.sizes:
@@ -116,6 +147,24 @@ class SweepConfig:
         check_choice(self.world_model, "world_model", WORLD_MODELS)
         check_device(self.device)
         check_choice(self.precision, "precision", PRECISIONS)
+        if self.finetune_steps is None:
+            table = finetune_steps_table(self.sizes, self.tasks, self.method, self.budget)
+            object.__setattr__(self, "finetune_steps", table)  # resolved once: sweep.json states the budgets
+        self._check_finetune_steps()
+
+    def _check_finetune_steps(self) -> None:
+        table = self.finetune_steps
+        if not isinstance(table, dict) or sorted(table) != sorted(self.sizes):
+            raise ValueError(
+                f"finetune_steps must map each size {list(self.sizes)} to its tasks' steps, got {table!r}"
+            )
+        for size, by_task in table.items():
+            if not isinstance(by_task, dict) or sorted(by_task) != sorted(self.tasks):
+                raise ValueError(
+                    f"finetune_steps[{size!r}] must map each task {list(self.tasks)} to steps, got {by_task!r}"
+                )
+            for task, steps in by_task.items():
+                check_positive_int(steps, f"finetune_steps[{size!r}][{task!r}]")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SweepConfig:
@@ -132,6 +181,9 @@ class SweepConfig:
         """The settings as JSON-ready data (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def __hash__(self) -> int:  # frozen, but finetune_steps is a dict
+        return hash(repr(self.to_dict()))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
         """Read :meth:`to_dict`'s output (a setting added later takes :data:`SETTINGS_BEFORE_THEY_EXISTED`'s
@@ -141,4 +193,13 @@ class SweepConfig:
         if unknown:
             raise ValueError(f"sweep config has unknown keys {sorted(unknown)}")
         d = {**SETTINGS_BEFORE_THEY_EXISTED, **d}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        if "finetune_steps" not in fields:  # written before sweeps stated their budgets: the budgets of then
+            fields["finetune_steps"] = finetune_steps_table(
+                fields.get("sizes", ("tiny",)),
+                fields.get("tasks", tuple(TASKS)),
+                fields["method"],
+                fields.get("budget", "quick"),
+                levelled=False,
+            )
+        return cls(**fields)

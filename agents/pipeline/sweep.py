@@ -20,7 +20,7 @@ from typing import Any
 
 from agents.checkpoint import atomic_write
 from agents.pipeline.backends import BACKENDS, make_backend
-from agents.pipeline.config import SETTINGS_BEFORE_THEY_EXISTED, SweepConfig
+from agents.pipeline.config import SweepConfig
 from agents.pipeline.layout import LOCK_FILE, REPORT_FILE, SWEEP_FILE
 from agents.pipeline.plan import Unit, plan, units_to_run
 from agents.pipeline.records import git_commit, log_run, package_version, write_timings
@@ -58,7 +58,7 @@ def check_sweep_file(root: Path, sweep: SweepConfig) -> None:
     """Write ``DIR/sweep.json``, or check that the one there holds the same settings."""
     path = root / SWEEP_FILE
     if path.exists():
-        old = {**SETTINGS_BEFORE_THEY_EXISTED, **json.loads(path.read_text())}
+        old = SweepConfig.from_dict(json.loads(path.read_text())).to_dict()  # added settings as they ran
         new = sweep.to_dict()
         diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
         if diff:

@@ -67,14 +67,15 @@ def pretrain_config(sweep: SweepConfig, size: str, seed: int) -> PretrainConfig:
 
 def finetune_config(sweep: SweepConfig, size: str, seed: int, task: str) -> FinetuneConfig:
     """The config of one finetuning with the sweep's method (default the post's positive-only): the agents'
-    recommended config for the method, size and budget (:meth:`FinetuneConfig.preset`), every step count
-    times ``steps_scale``."""
+    recommended config for the method, size and budget (:meth:`FinetuneConfig.preset`) at the sweep's own
+    ``finetune_steps``, every step count times ``steps_scale``."""
     cfg = FinetuneConfig.preset(
         size,
         task=task,
         method=sweep.method,
         seed=seed,
         budget=sweep.budget,
+        steps=sweep.finetune_steps[size][task],
         world_model=sweep.world_model,
         device=sweep.device,
         precision=sweep.precision,

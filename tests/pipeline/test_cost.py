@@ -120,7 +120,7 @@ def test_cli_projects_seeds_and_budgets(capsys):
     # at today's budgets: every training unit scaled by its steps now / steps as run (read here independently)
     from agents.pipeline.units import finetune_config, pretrain_config
 
-    sweep = SweepConfig.from_dict(json.loads((FULL_SEED0 / "sweep.json").read_text()))
+    sweep = SweepConfig.from_preset("full", seeds=(0,))  # today's budgets
     expected = shared
     for row in timings.itertuples():
         if row.kind not in ("pretrain", "finetune", "measure"):
