@@ -7,6 +7,7 @@
         --pretrained runs/full/models/large-s0/pretrained.pt --out-dir runs/budgets
     # 2. analyse every run under the directory: levelling step per (size, task), figure, CSV
     python scripts/budget_curves.py analyse runs/budgets runs/budgets-long --out docs/results/budgets
+    python scripts/budget_curves.py analyse docs/results/budgets/histories --out /tmp/again   # from the copies
 
 Both learning rates are constant after a 20-step warmup (``min_lr_ratio = 1``) and nothing else in a
 finetuning run depends on its step budget, so the first ``B`` steps of a longer run *are* a ``B``-step run
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,7 +33,7 @@ import pandas as pd
 import torch
 
 from agents.finetune import finetune
-from agents.pipeline.config import SweepConfig
+from agents.pipeline.config import POSITIVE_FULL_STEPS_BEFORE_LEVELLING, SweepConfig
 from agents.pipeline.plan import checkpoint_finished
 from agents.pipeline.units import finetune_config, pretrain_config
 from agents.pretrain import pretrain
@@ -38,11 +41,12 @@ from agents.training import history_path
 from seqenv.tasks import TASKS
 
 #: A curve has levelled off at step B when its smoothed value (running mean of SMOOTH evaluations, centred)
-#: is within LEVEL_TOL of the best smoothed value the whole run reaches, from B on; that is only shown when the
-#: run went on for at least LEVEL_FACTOR x B steps (a curve can sit on a plateau and then jump, as medium's do
-#: around 2,500 steps, so "flat for a while" alone is not enough).
+#: stays within LEVEL_TOL of the best smoothed value the whole run reaches from B on, and the run went on for
+#: at least LEVEL_FACTOR x B steps. Both parts matter: curves can sit on a plateau before they jump (medium
+#: ngood4 of the committed seed-0 run: 0.57-0.59 of the way from 1,500 to 2,500 steps, 0.80 at 3,500), so
+#: "flat for a while" alone would stop on the plateau; "near the best of a longer run" does not.
 LEVEL_TOL = 0.02
-LEVEL_FACTOR = 1.5
+LEVEL_FACTOR = 1.25
 SMOOTH = 3
 
 
@@ -79,37 +83,69 @@ def run_curves(
 
 
 def levelled_step(
-    steps: np.ndarray, frac: np.ndarray, tol: float = LEVEL_TOL, factor: float = LEVEL_FACTOR
+    steps: np.ndarray,
+    frac: np.ndarray,
+    tol: float = LEVEL_TOL,
+    factor: float = LEVEL_FACTOR,
+    floor: int = 0,
 ) -> tuple[int | None, int, float]:
-    """``(B, first step within tol of the best, best smoothed value)``; ``B`` is that first step when the run
-    reached ``factor * B`` steps, else None (not shown to have levelled)."""
+    """``(B, first step from which the smoothed curve stays within tol of its best, best smoothed value)``.
+
+    ``B`` is that first step, at least ``floor`` (the budget before: only a rise is in question, and every
+    plateau seen before a jump lies below it), when the run reached ``factor * B`` steps; else None (not
+    shown to have levelled).
+    """
     smooth = pd.Series(frac).rolling(SMOOTH, center=True, min_periods=1).mean().to_numpy()
     best = float(smooth.max())
-    near = np.flatnonzero(smooth >= best - tol)
-    # from B on it stays near the best: the first step after the last one that was not
     below = np.flatnonzero(smooth < best - tol)
-    first = int(steps[below[-1] + 1]) if below.size else int(steps[near[0]])
-    shown = steps[-1] >= factor * first
-    return (first if shown else None), first, best
+    first = int(steps[below[-1] + 1]) if below.size else int(steps[0])
+    level = max(first, floor)
+    return (level if steps[-1] >= factor * level else None), first, best
 
 
 def _longest_runs(roots: list[Path]) -> list[Path]:
-    """The finetuned checkpoints under ``roots``, the longest run of each (size, seed, task)."""
+    """The finetuned checkpoints (or, in a copy made by :func:`analyse`, their finished runs' histories) under
+    ``roots``, the longest run of each (size, seed, task)."""
     best: dict[tuple[str, str], tuple[int, Path]] = {}
     for root in roots:
-        for ckpt in root.glob("*-s*/ngood*.pt"):
-            steps = int(pd.read_csv(history_path(ckpt))["step"].iloc[-1])
+        for hist in root.glob("*-s*/ngood*.pt.history.csv"):
+            ckpt = hist.with_name(hist.name.removesuffix(".history.csv"))
+            steps = int(pd.read_csv(hist)["step"].iloc[-1])
             key = (ckpt.parent.name, ckpt.stem)
             if key not in best or steps > best[key][0]:
                 best[key] = (steps, ckpt)
     return [best[k][1] for k in sorted(best)]
 
 
+def _finished(ckpt: Path) -> bool:
+    # a run still going may not have written its first checkpoint yet; analyse's copies carry a marker
+    if ckpt.exists():
+        return checkpoint_finished(ckpt)
+    return ckpt.with_suffix(".finished").exists()
+
+
+def _same_prefix(hist: pd.DataFrame, committed: Path) -> str | None:
+    """``"k/k"``: of the ``k`` evaluations a committed full-budget run shares with this longer run (same step),
+    how many are identical in every column but the clock; None without a committed run."""
+    if not committed.is_file():
+        return None
+    both = hist.merge(pd.read_csv(committed), on="step", suffixes=("", "_c"))
+    cols = [c for c in hist.columns if c not in ("step", "elapsed")]
+    equal = sum(all(r[c] == r[c + "_c"] for c in cols) for _, r in both.iterrows())
+    return f"{equal}/{len(both)}"
+
+
 def analyse(
-    roots: list[Path], out: Path, tol: float = LEVEL_TOL, factor: float = LEVEL_FACTOR
+    roots: list[Path],
+    out: Path,
+    tol: float = LEVEL_TOL,
+    factor: float = LEVEL_FACTOR,
+    committed: Path | None = None,
 ) -> pd.DataFrame:
-    """One row per (size, seed, task), from its longest run under ``roots``; a figure of every curve with its
-    levelling step."""
+    """One row per (size, seed, task), from its longest run under ``roots``, in ``out/levelling.csv``; a figure
+    of every curve with its levelling step (``out/curves.png``); the runs' histories copied to
+    ``out/histories/`` (which ``analyse`` reads as well, so the committed copy re-analyses alone). A run still
+    going counts as far as it has been evaluated: its evaluations are those of any run of that length."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,9 +157,21 @@ def analyse(
         size, seed = ckpt.parent.name.rsplit("-s", 1)
         task = ckpt.stem
         steps, frac = hist["step"].to_numpy(), hist["frac_of_oracle"].to_numpy()
-        finished = checkpoint_finished(ckpt)
-        level_at, near_best, best = levelled_step(steps, frac, tol, factor)
-        level_at = level_at if finished else None  # a run still going has not shown where it ends
+        finished = _finished(ckpt)
+        if out.resolve() not in ckpt.resolve().parents:
+            copy = out / "histories" / ckpt.parent.name / history_path(ckpt).name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(history_path(ckpt), copy)
+            copy.with_name(ckpt.stem + ".finished").unlink(missing_ok=True)
+            if finished:
+                copy.with_name(ckpt.stem + ".finished").touch()
+        old = POSITIVE_FULL_STEPS_BEFORE_LEVELLING[size]
+        level_at, near_best, best = levelled_step(steps, frac, tol, factor, floor=old)
+        same = (
+            _same_prefix(hist, committed / "models" / ckpt.parent.name / history_path(ckpt).name)
+            if committed
+            else None
+        )
         curves[(size, task)] = (steps, frac, level_at)
         rows.append(
             {
@@ -132,10 +180,14 @@ def analyse(
                 "task": task,
                 "steps_run": int(steps[-1]),
                 "finished": finished,
+                "old_budget": old,
+                "frac_at_old_budget": float(np.interp(old, steps, frac)) if steps[-1] >= old else np.nan,
                 "best_frac": best,
                 "near_best_from": near_best,
                 "levelled_at": level_at,
+                "budget": None if level_at is None else int(math.ceil(level_at / 1000) * 1000),
                 "success_final": float(hist["success"].iloc[-1]),
+                "same_as_committed": same,
             }
         )
     table = pd.DataFrame(rows)
@@ -161,6 +213,24 @@ def analyse(
     return table
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """The levelling table as markdown, sizes in increasing order."""
+    order = {s: i for i, s in enumerate(("tiny", "small", "medium", "large"))}
+    lines = [
+        "| size | task | steps run | of the way at the old budget | best | levelled at | budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(table.itertuples(), key=lambda r: (order[r.size], r.task)):
+        at_old = "" if pd.isna(r.frac_at_old_budget) else f"{r.frac_at_old_budget:.2f} ({r.old_budget:,})"
+        level = "not yet" if pd.isna(r.levelled_at) else f"{int(r.levelled_at):,}"
+        budget = "" if pd.isna(r.budget) else f"{int(r.budget):,}"
+        running = "" if r.finished else " (running)"
+        lines.append(
+            f"| {r.size} | {r.task} | {r.steps_run:,}{running} | {at_old} | {r.best_frac:.2f} | {level} | {budget} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -175,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("analyse", help="levelling steps and figure")
     a.add_argument("roots", type=Path, nargs="+", help="directories of runs (the longest run of each counts)")
     a.add_argument("--out", type=Path, required=True)
+    a.add_argument(
+        "--committed",
+        type=Path,
+        default=None,
+        help="a full-budget sweep of the same seed: compare the prefixes",
+    )
+    a.add_argument("--markdown", action="store_true", help="print the table as markdown (for the docs)")
     a.add_argument("--tol", type=float, default=LEVEL_TOL, help=f"default {LEVEL_TOL}")
     a.add_argument("--factor", type=float, default=LEVEL_FACTOR, help=f"default {LEVEL_FACTOR}")
     args = ap.parse_args(argv)
@@ -183,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             args.size, args.seed, args.tasks, args.steps, args.eval_every, args.pretrained, args.out_dir
         )
     else:
-        print(analyse(args.roots, args.out, args.tol, args.factor).to_string(index=False))
+        table = analyse(args.roots, args.out, args.tol, args.factor, args.committed)
+        print(markdown(table) if args.markdown else table.to_string(index=False))
     return 0
 
 
