@@ -41,12 +41,14 @@ from agents.training import history_path
 from seqenv.tasks import TASKS
 
 #: A curve has levelled off at step B when its smoothed value (running mean of SMOOTH evaluations, centred)
-#: stays within LEVEL_TOL of the best smoothed value the whole run reaches from B on, and the run went on for
-#: at least LEVEL_FACTOR x B steps. Both parts matter: curves can sit on a plateau before they jump (medium
-#: ngood4 of the committed seed-0 run: 0.57-0.59 of the way from 1,500 to 2,500 steps, 0.80 at 3,500), so
-#: "flat for a while" alone would stop on the plateau; "near the best of a longer run" does not.
+#: stays within LEVEL_TOL of the best smoothed value the whole run reaches from B on, B is at least the old
+#: budget, and the run went on for at least LEVEL_FACTOR x B steps. Each part is there for a curve seen:
+#: curves sit on a plateau before they jump (medium ngood4 of the committed seed-0 run: 0.57-0.59 of the way
+#: from 1,500 to 2,500 steps, 0.80 at 3,500; every such plateau lies below the old budgets), and some creep up
+#: for a long time (tiny ngood2: a 16,000-step run put B at 12,800 under a 1.25x length, the 48,000-step run
+#: at 30,400), so the run must be well longer than B.
 LEVEL_TOL = 0.02
-LEVEL_FACTOR = 1.25
+LEVEL_FACTOR = 1.5
 SMOOTH = 3
 
 
@@ -124,14 +126,18 @@ def _finished(ckpt: Path) -> bool:
     return ckpt.with_suffix(".finished").exists()
 
 
+#: what an evaluation measures of the model at that step (the other history columns are running means since
+#: the previous evaluation, so they depend on the evaluation interval)
+EVALUATION_COLUMNS = ("success", "frac_of_oracle", "maintenance_acc")
+
+
 def _same_prefix(hist: pd.DataFrame, committed: Path) -> str | None:
-    """``"k/k"``: of the ``k`` evaluations a committed full-budget run shares with this longer run (same step),
-    how many are identical in every column but the clock; None without a committed run."""
+    """``"k/n"``: of the ``n`` evaluations a committed full-budget run shares with this longer run (same step),
+    how many measured the same model (:data:`EVALUATION_COLUMNS` equal); None without a committed run."""
     if not committed.is_file():
         return None
     both = hist.merge(pd.read_csv(committed), on="step", suffixes=("", "_c"))
-    cols = [c for c in hist.columns if c not in ("step", "elapsed")]
-    equal = sum(all(r[c] == r[c + "_c"] for c in cols) for _, r in both.iterrows())
+    equal = sum(all(r[c] == r[c + "_c"] for c in EVALUATION_COLUMNS) for _, r in both.iterrows())
     return f"{equal}/{len(both)}"
 
 
@@ -200,10 +206,14 @@ def analyse(
             if (size, task) not in curves:
                 continue
             steps, frac, level_at = curves[(size, task)]
-            (line,) = ax.plot(steps, frac, label=task)
+            color = f"C{sorted(TASKS).index(task)}"  # one colour per task in every panel
+            ax.plot(steps, frac, color=color, label=task)
             if level_at is not None:
-                ax.axvline(level_at, color=line.get_color(), ls=":", lw=1)
-        ax.set_title(size)
+                ax.axvline(level_at, color=color, ls=":", lw=1)
+        ax.axvline(
+            POSITIVE_FULL_STEPS_BEFORE_LEVELLING[size], color="grey", ls="--", lw=1, label="old budget"
+        )
+        ax.set_title(f"{size} (dotted: levelled)")
         ax.set_xlabel("policy steps")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("held-out success (of the way to oracle)")
