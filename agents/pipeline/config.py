@@ -193,13 +193,9 @@ class SweepConfig:
         if unknown:
             raise ValueError(f"sweep config has unknown keys {sorted(unknown)}")
         d = {**SETTINGS_BEFORE_THEY_EXISTED, **d}
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        if "finetune_steps" not in fields:  # written before sweeps stated their budgets: the budgets of then
-            fields["finetune_steps"] = finetune_steps_table(
-                fields.get("sizes", ("tiny",)),
-                fields.get("tasks", tuple(TASKS)),
-                fields["method"],
-                fields.get("budget", "quick"),
-                levelled=False,
-            )
-        return cls(**fields)
+        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        if "finetune_steps" in d:
+            return cfg
+        # written before sweeps stated their budgets: the budgets of then
+        then = finetune_steps_table(cfg.sizes, cfg.tasks, cfg.method, cfg.budget, levelled=False)
+        return dataclasses.replace(cfg, finetune_steps=then)

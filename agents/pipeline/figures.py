@@ -40,7 +40,7 @@ from agents.pipeline.plotting import (
     task_p,
     tasks_in,
 )
-from agents.training import history_path
+from agents.pipeline.records import read_history
 from measures.theory import op_theory
 from seqenv.sequence import P_MATCH
 
@@ -87,12 +87,6 @@ def fig_pretraining(df: pd.DataFrame, root: Path, path: Path) -> Path:
     return save(fig, path)
 
 
-def _history(root: Path, checkpoint: str) -> pd.DataFrame | None:
-
-    p = history_path(root / checkpoint)
-    return pd.read_csv(p) if p.exists() else None
-
-
 def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
     """Example runs (the first seed): pretraining loss and held-out accuracy per size; finetuning success,
     maintenance accuracy and policy loss per task for the largest size."""
@@ -108,7 +102,7 @@ def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
     )
     for size in sizes:
         row = pre[(pre["size"] == size) & (pre["seed"] == seed)].drop_duplicates("model")
-        h = _history(root, row["checkpoint"].iloc[0]) if len(row) else None
+        h = read_history(root, row["checkpoint"].iloc[0]) if len(row) else None
         if h is None:
             continue
         c = size_colors[size]
@@ -133,7 +127,7 @@ def fig_training_curves(df: pd.DataFrame, root: Path, path: Path) -> Path:
     tasks = tasks_in(fin)
     for task in tasks:
         row = fin[(fin["size"] == big) & (fin["seed"] == seed) & (fin["train_task"] == task)]
-        h = _history(root, row["checkpoint"].iloc[0]) if len(row) else None
+        h = read_history(root, row["checkpoint"].iloc[0]) if len(row) else None
         if h is None:
             continue
         c = task_color(task)

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -81,17 +82,30 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def per_checkpoint(checkpoints: pd.Series, value: Callable[[str], Any], missing: Any) -> list[Any]:
+    """``value(checkpoint)`` for each entry of a results table's ``checkpoint`` column, computed once per
+    distinct checkpoint; ``missing`` for rows without one (the reference policies)."""
+    known = {c: value(c) for c in checkpoints.unique() if isinstance(c, str) and c}
+    return [known.get(c, missing) if isinstance(c, str) else missing for c in checkpoints]
+
+
+def read_history(root: Path, checkpoint: str) -> pd.DataFrame | None:
+    """The trainer's history CSV of ``checkpoint`` (relative to ``root``), or None where there is none."""
+    path = history_path(root / checkpoint)
+    return pd.read_csv(path) if path.is_file() else None
+
+
 def training_provenance(root: Path, checkpoints: pd.Series) -> tuple[list[str], list[str]]:
     """The device and the precision of the training that made each checkpoint (relative to ``root``), read from
     its meta; checkpoints written before devices existed trained on the CPU in fp32. Empty for the reference
     policies (no checkpoint)."""
-    known: dict[str, tuple[str, str]] = {}
-    for c in checkpoints.unique():
-        if isinstance(c, str) and c:
-            meta = load_checkpoint(root / c)["meta"]
-            config = meta.get("finetune", meta.get("pretrain", {}))
-            known[c] = (meta.get("device", "cpu"), config.get("precision", "fp32"))
-    pairs = [known.get(c, ("", "")) if isinstance(c, str) else ("", "") for c in checkpoints]
+
+    def provenance(c: str) -> tuple[str, str]:
+        meta = load_checkpoint(root / c)["meta"]
+        config = meta.get("finetune", meta.get("pretrain", {}))
+        return meta.get("device", "cpu"), config.get("precision", "fp32")
+
+    pairs = per_checkpoint(checkpoints, provenance, ("", ""))
     return [d for d, _ in pairs], [p for _, p in pairs]
 
 
@@ -103,20 +117,17 @@ def finetune_rise(root: Path, checkpoints: pd.Series) -> list[float]:
     """How far each finetuned checkpoint's held-out success still rose over the last quarter of its run, in
     fractions of the way from the uniform policy to the oracle (``frac_of_oracle`` of the trainer's history,
     the last evaluation minus the value interpolated at 75% of the steps): near 0 where the budget let the
-    curve level off. NaN for pretrained models, reference policies and checkpoints without a history."""
-    rise: dict[str, float] = {}
-    for c in checkpoints.unique():
-        if not isinstance(c, str) or not c or c.endswith("pretrained.pt"):
-            continue
-        path = history_path(root / c)
-        if not path.is_file():
-            continue
-        h = pd.read_csv(path)
-        if len(h) >= 2 and "frac_of_oracle" in h:
-            steps, frac = h["step"].to_numpy(float), h["frac_of_oracle"].to_numpy(float)
-            start = float(np.interp((1 - RISE_SHARE) * steps[-1], steps, frac))
-            rise[c] = float(frac[-1] - start)
-    return [rise.get(c, float("nan")) if isinstance(c, str) else float("nan") for c in checkpoints]
+    curve level off. NaN for pretrained models (their histories have no success), reference policies and
+    checkpoints without a history."""
+
+    def rise(c: str) -> float:
+        h = read_history(root, c)
+        if h is None or len(h) < 2 or "frac_of_oracle" not in h:
+            return float("nan")
+        steps, frac = h["step"].to_numpy(float), h["frac_of_oracle"].to_numpy(float)
+        return float(frac[-1] - np.interp((1 - RISE_SHARE) * steps[-1], steps, frac))
+
+    return per_checkpoint(checkpoints, rise, float("nan"))
 
 
 def save_csv(df: pd.DataFrame, path: Path) -> None:

@@ -27,6 +27,7 @@ from agents.pipeline.records import (
     RESULT_COLUMNS,
     code_version,
     finetune_rise,
+    per_checkpoint,
     read_csv,
     training_provenance,
     write_timings,
@@ -39,13 +40,12 @@ IMP_TOL = 1e-9
 def train_steps(root: Path, checkpoints: pd.Series) -> list[Any]:
     """The optimizer steps of the training that made each checkpoint, read from the checkpoint itself (so the
     table states what was run, not what the presets say today); ``pd.NA`` for reference policies."""
-    steps: dict[str, Any] = {}
-    for c in checkpoints.unique():
-        if not isinstance(c, str) or not c:
-            continue
+
+    def steps(c: str) -> Any:
         meta = load_checkpoint(root / c)["meta"]
-        steps[c] = meta.get("finetune", meta.get("pretrain", {})).get("steps", pd.NA)
-    return [steps.get(c, pd.NA) if isinstance(c, str) else pd.NA for c in checkpoints]
+        return meta.get("finetune", meta.get("pretrain", {})).get("steps", pd.NA)
+
+    return per_checkpoint(checkpoints, steps, pd.NA)
 
 
 #: result columns added after sweeps were first measured (rerun the measure units to fill them)
