@@ -95,18 +95,20 @@ def read_history(root: Path, checkpoint: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def training_provenance(root: Path, checkpoints: pd.Series) -> tuple[list[str], list[str]]:
-    """The device and the precision of the training that made each checkpoint (relative to ``root``), read from
-    its meta; checkpoints written before devices existed trained on the CPU in fp32. Empty for the reference
-    policies (no checkpoint)."""
+def training_columns(root: Path, checkpoints: pd.Series) -> dict[str, list[Any]]:
+    """``train_steps``, ``train_device`` and ``train_precision`` of the training that made each checkpoint
+    (relative to ``root``), read once from its meta, so the table states what was run, not what the presets
+    say today. Checkpoints written before devices existed trained on the CPU in fp32. ``pd.NA`` and empty
+    text for the reference policies (no checkpoint)."""
 
-    def provenance(c: str) -> tuple[str, str]:
+    def columns(c: str) -> tuple[Any, str, str]:
         meta = load_checkpoint(root / c)["meta"]
         config = meta.get("finetune", meta.get("pretrain", {}))
-        return meta.get("device", "cpu"), config.get("precision", "fp32")
+        return config.get("steps", pd.NA), meta.get("device", "cpu"), config.get("precision", "fp32")
 
-    pairs = per_checkpoint(checkpoints, provenance, ("", ""))
-    return [d for d, _ in pairs], [p for _, p in pairs]
+    rows = per_checkpoint(checkpoints, columns, (pd.NA, "", ""))
+    names = ("train_steps", "train_device", "train_precision")
+    return {name: [r[i] for r in rows] for i, name in enumerate(names)}
 
 
 #: the last share of a finetuning over which :func:`finetune_rise` measures the held-out success's rise

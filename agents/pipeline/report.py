@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from agents.checkpoint import atomic_write, load_checkpoint
+from agents.checkpoint import atomic_write
 from agents.pipeline.config import SweepConfig
 from agents.pipeline.cost import cost_section
 from agents.pipeline.figures import draw_all
@@ -27,25 +27,13 @@ from agents.pipeline.records import (
     RESULT_COLUMNS,
     code_version,
     finetune_rise,
-    per_checkpoint,
     read_csv,
-    training_provenance,
+    training_columns,
     write_timings,
 )
 
 #: slack for Imp >= Imp_min in floating point (both are sums of ~N terms of size ~1)
 IMP_TOL = 1e-9
-
-
-def train_steps(root: Path, checkpoints: pd.Series) -> list[Any]:
-    """The optimizer steps of the training that made each checkpoint, read from the checkpoint itself (so the
-    table states what was run, not what the presets say today); ``pd.NA`` for reference policies."""
-
-    def steps(c: str) -> Any:
-        meta = load_checkpoint(root / c)["meta"]
-        return meta.get("finetune", meta.get("pretrain", {})).get("steps", pd.NA)
-
-    return per_checkpoint(checkpoints, steps, pd.NA)
 
 
 #: result columns added after sweeps were first measured (rerun the measure units to fill them)
@@ -56,8 +44,8 @@ def collect(root: str | os.PathLike, units: list[Unit]) -> pd.DataFrame:
     """Concatenate the measurement units' files (in plan order) into the results table."""
     root = Path(root)
     df = pd.concat([read_csv(root / u.output) for u in units], ignore_index=True)
-    df["train_steps"] = train_steps(root, df["checkpoint"])
-    df["train_device"], df["train_precision"] = training_provenance(root, df["checkpoint"])
+    for col, values in training_columns(root, df["checkpoint"]).items():
+        df[col] = values
     df["train_rise"] = finetune_rise(root, df["checkpoint"])
     for col in ADDED_COLUMNS:  # measured before the column existed: not recorded
         if col not in df:

@@ -78,14 +78,15 @@ def test_a_sweep_records_where_and_how_each_model_trained(bf16_sweep):
 
 
 def test_results_of_checkpoints_from_before_devices_say_cpu_fp32(bf16_sweep, tmp_path):
-    from agents.pipeline.records import training_provenance
+    from agents.pipeline.records import training_columns
 
     ckpt = torch.load(bf16_sweep / "models/tiny-s0/pretrained.pt", weights_only=True)
     del ckpt["meta"]["device"], ckpt["meta"]["pretrain"]["precision"]
     (tmp_path / "old").mkdir()
     torch.save(ckpt, tmp_path / "old" / "p.pt")
-    devices, precisions = training_provenance(tmp_path, pd.Series(["old/p.pt", ""]))
-    assert (devices, precisions) == (["cpu", ""], ["fp32", ""])
+    cols = training_columns(tmp_path, pd.Series(["old/p.pt", ""]))
+    assert (cols["train_device"], cols["train_precision"]) == (["cpu", ""], ["fp32", ""])
+    assert cols["train_steps"][0] == ckpt["meta"]["pretrain"]["steps"] and cols["train_steps"][1] is pd.NA
 
 
 # ------------------------------------------------------------------------------------------- placement
