@@ -21,58 +21,18 @@ from agents.runtime import PRECISIONS, check_device, choose_threads
 from agents.training import BUDGETS
 
 
-def positive_int(text: str) -> int:
-    """An int ``>= 1``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def nonneg_int(text: str) -> int:
-    """An int ``>= 0``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number ``> 0``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    """A finite number ``>= 0``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def number_type(kind: type, low: float, high: float = math.inf, strict: bool = False) -> Any:
-    """An argument type for an int or float in ``[low, high]`` (``(low, high]`` with ``strict``)."""
-    lower = f"> {low:g}" if strict else f">= {low:g}"
-    expected = (
-        f"{'an integer' if kind is int else 'a number'} in {'(' if strict else '['}{low:g}, {high:g}]"
-        if math.isfinite(high)
-        else f"{'an integer' if kind is int else 'a finite number'} {lower}"
-    )
+def number_type(
+    kind: type, low: float, high: float = math.inf, strict: bool = False, expected: str | None = None
+) -> Any:
+    """An argument type for an int or float in ``[low, high]`` (``(low, high]`` with ``strict``); ``expected``
+    names the range in error messages (default: spelled out from the bounds)."""
+    if expected is None:
+        lower = f"> {low:g}" if strict else f">= {low:g}"
+        expected = (
+            f"{'an integer' if kind is int else 'a number'} in {'(' if strict else '['}{low:g}, {high:g}]"
+            if math.isfinite(high)
+            else f"{'an integer' if kind is int else 'a finite number'} {lower}"
+        )
 
     def parse(text: str) -> Any:
         try:
@@ -85,6 +45,16 @@ def number_type(kind: type, low: float, high: float = math.inf, strict: bool = F
 
     parse.__name__ = kind.__name__  # argparse names the type in "invalid <type> value" messages
     return parse
+
+
+#: an int >= 1
+positive_int = number_type(int, 1, expected="a positive integer")
+#: an int >= 0
+nonneg_int = number_type(int, 0)
+#: a finite number > 0
+positive_float = number_type(float, 0.0, strict=True, expected="a positive number")
+#: a finite number >= 0
+nonneg_float = number_type(float, 0.0)
 
 
 # ------------------------------------------------------------------------------------ options used twice+
