@@ -1,0 +1,77 @@
+"""The rule that sets the full preset's finetuning budgets (``scripts/budget_curves.py``): a budget is where the
+held-out success curve has levelled off, and the committed budgets follow from the committed curves."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGETS = ROOT / "docs" / "results" / "budgets"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("budget_curves", ROOT / "scripts" / "budget_curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bc = _script()
+STEPS = np.arange(1, 11) * 1000
+
+
+def test_a_plateau_before_a_jump_is_not_where_the_curve_levels():
+    frac = np.array([0.3, 0.3, 0.3, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    # centred 3-point means: 0.3 0.3 0.5 0.7 0.9 ...: the first step that stays within 0.02 of 0.9 is 5,000
+    assert bc.levelled_step(STEPS, frac) == (5000, 5000, pytest.approx(0.9))
+
+
+def test_the_old_budget_is_a_floor_and_the_run_must_be_factor_times_longer():
+    frac = np.array([0.3, 0.3, 0.3, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    assert bc.levelled_step(STEPS, frac, floor=6000)[0] == 6000  # 10,000 >= 1.5 x 6,000
+    assert bc.levelled_step(STEPS, frac, floor=7000)[0] is None  # 10,000 < 1.5 x 7,000: not shown
+    assert bc.levelled_step(STEPS, frac, factor=2.5)[0] is None  # 10,000 < 2.5 x 5,000
+
+
+def test_a_curve_still_creeping_up_has_not_levelled():
+    frac = np.linspace(0.5, 0.8, STEPS.size)
+    level, near_best_from, best = bc.levelled_step(STEPS, frac)
+    assert level is None and near_best_from >= 9000 and best == pytest.approx(0.8 - 0.0333 / 2, abs=1e-3)
+
+
+def test_noise_within_the_tolerance_does_not_move_the_level_but_a_dip_below_it_does():
+    frac = np.array([0.3, 0.3, 0.3, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    noisy = frac.copy()
+    noisy[4:] += [0.0, 0.015, -0.015, 0.015, -0.015, 0.0]
+    assert bc.levelled_step(STEPS, noisy)[0] == 5000
+    dipped = frac.copy()
+    dipped[5] = 0.7  # smoothed 0.833 at 5,000-7,000: below 0.9 - 0.02
+    assert bc.levelled_step(STEPS, dipped)[1] == 8000
+
+
+def test_the_committed_budgets_follow_from_the_committed_curves(tmp_path):
+    """Re-analysing the committed histories alone gives the committed levelling table."""
+    table = bc.analyse([BUDGETS / "histories"], tmp_path)
+    committed = pd.read_csv(BUDGETS / "levelling.csv")
+    cols = [
+        "size",
+        "seed",
+        "task",
+        "steps_run",
+        "finished",
+        "old_budget",
+        "near_best_from",
+        "levelled_at",
+        "budget",
+    ]
+    key = ["size", "task"]
+    again = table.sort_values(key).reset_index(drop=True)
+    committed = committed.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(again[cols], committed[cols], check_dtype=False)
+    np.testing.assert_allclose(again["best_frac"], committed["best_frac"], rtol=1e-12)
+    assert (tmp_path / "curves.png").stat().st_size > 0
