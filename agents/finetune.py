@@ -349,13 +349,20 @@ def finetune(
     return summary
 
 
+def _per_size(by_method: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    return {
+        method: {size: t["ngood4"] for size, t in by_size.items()} for method, by_size in by_method.items()
+    }
+
+
 #: Names this module had before the redesign, served with a DeprecationWarning until their users move.
 __getattr__ = renamed_names(
     __name__,
     {
         "METHODS": ("FINETUNE_METHODS", FINETUNE_METHODS),
-        "PRESETS": ("FINETUNE_BUDGETS['full']", FINETUNE_BUDGETS["full"]),
-        "QUICK_STEPS": ("FINETUNE_BUDGETS['quick']", FINETUNE_BUDGETS["quick"]),
+        # {method: {size: steps}}, as they were: the steps of ngood4 (what preset(size) gives)
+        "PRESETS": ("FINETUNE_BUDGETS['full']", _per_size(FINETUNE_BUDGETS["full"])),
+        "QUICK_STEPS": ("FINETUNE_BUDGETS['quick']", _per_size(FINETUNE_BUDGETS["quick"])),
     },
 )
 

@@ -42,22 +42,27 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "temperature": 2.0,
     },
 }
-#: Recommended policy steps per budget (:data:`agents.training.BUDGETS`), method and size: README
-#: "Training agents". The full budget is scaled per task by :data:`TASK_STEP_FACTOR`.
-FINETUNE_BUDGETS: dict[str, dict[str, dict[str, int]]] = {
+
+
+def _per_task(ngood6_share: float = 1.0, **sizes: int) -> dict[str, dict[str, int]]:
+    """``{size: {task: steps}}`` with the same steps for every task, ``ngood6_share`` of them on ngood6."""
+    return {
+        size: {task: max(1, round(steps * (ngood6_share if task == "ngood6" else 1.0))) for task in TASKS}
+        for size, steps in sizes.items()
+    }
+
+
+#: Recommended policy steps per budget (:data:`agents.training.BUDGETS`), method, size and task (docs:
+#: "Training agents"). REINFORCE on ngood6 (6 good tokens of 8) needs half its budget.
+FINETUNE_BUDGETS: dict[str, dict[str, dict[str, dict[str, int]]]] = {
     "full": {
-        "positive": {"tiny": 3200, "small": 4000, "medium": 5000, "large": 6000},
-        "reinforce": {"tiny": 200, "small": 200, "medium": 250, "large": 250},
+        "positive": _per_task(tiny=3200, small=4000, medium=5000, large=6000),
+        "reinforce": _per_task(0.5, tiny=200, small=200, medium=250, large=250),
     },
     "quick": {
-        "positive": {"tiny": 3200, "small": 1000, "medium": 1000, "large": 1000},
-        "reinforce": {"tiny": 100, "small": 60, "medium": 60, "large": 60},
+        "positive": _per_task(tiny=3200, small=1000, medium=1000, large=1000),
+        "reinforce": _per_task(tiny=100, small=60, medium=60, large=60),
     },
-}
-#: The full budget's steps per task, relative to the size's: REINFORCE on ngood6 (6 good tokens of 8) needs half.
-TASK_STEP_FACTOR: dict[str, dict[str, float]] = {
-    "positive": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 1.0},
-    "reinforce": {"ngood2": 1.0, "ngood4": 1.0, "ngood6": 0.5},
 }
 
 
@@ -216,10 +221,8 @@ class FinetuneConfig:
         check_known(method, "method", FINETUNE_METHODS)
         check_known(size, "size", FINETUNE_BUDGETS["full"][method])
         check_known(budget, "budget", BUDGETS)
-        steps = FINETUNE_BUDGETS[budget][method][size]
-        if budget == "full" and task in TASK_STEP_FACTOR[method]:
-            steps = max(1, round(steps * TASK_STEP_FACTOR[method][task]))
-        steps = overrides.pop("steps", steps)
+        check_known(task, "task", sorted(TASKS))
+        steps = overrides.pop("steps", FINETUNE_BUDGETS[budget][method][size][task])
         # a resumable checkpoint every tenth of the run: an interrupted run loses at most 10% of its work
         base = {"steps": steps, "checkpoint_every": max(1, steps // 10)}
         return cls(task=task, method=method, seed=seed, **{**base, **overrides})

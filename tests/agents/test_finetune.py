@@ -20,7 +20,7 @@ from agents.finetune import (
 from agents.pretrain import PretrainConfig, pretrain
 from agents.training import history_path
 from seqenv.sequence import natural_histories, transition_probs
-from seqenv.tasks import good_mask
+from seqenv.tasks import TASKS, good_mask
 
 torch.set_num_threads(1)
 
@@ -154,10 +154,14 @@ def test_presets_are_the_budget_tables():
     assert FINETUNE_METHODS == ("positive", "reinforce")
     for budget, by_method in FINETUNE_BUDGETS.items():
         for method, by_size in by_method.items():
-            for size, steps in by_size.items():
-                cfg = FinetuneConfig.preset(size, task="ngood4", method=method, budget=budget)
-                assert cfg.steps == steps and cfg.checkpoint_every == max(1, steps // 10)
+            for size, by_task in by_size.items():
+                assert set(by_task) == set(TASKS)
+                for task, steps in by_task.items():
+                    cfg = FinetuneConfig.preset(size, task=task, method=method, budget=budget)
+                    assert cfg.steps == steps and cfg.checkpoint_every == max(1, steps // 10)
     assert FinetuneConfig.preset("tiny", task="ngood6", method="reinforce").steps == 100  # half of 200
+    with pytest.raises(ValueError, match="task"):
+        FinetuneConfig.preset("tiny", task="ngood3")
     # exactly what the preset gave before the redesign (tiny quick, the quick-preset run), plus the settings
     # added since at the values that reproduce it
     assert FinetuneConfig.preset("tiny", method="positive", budget="quick").to_dict() == {

@@ -21,9 +21,9 @@ def test_a_new_sweep_states_todays_budgets():
     cfg = SweepConfig.from_preset("full")
     for size in cfg.sizes:
         for task in cfg.tasks:
-            assert cfg.finetune_steps[size][task] == FINETUNE_BUDGETS["full"]["positive"][size]
+            assert cfg.finetune_steps[size][task] == FINETUNE_BUDGETS["full"]["positive"][size][task]
             assert finetune_config(cfg, size, 0, task).steps == cfg.finetune_steps[size][task]
-    # REINFORCE halves ngood6 (TASK_STEP_FACTOR), and the table says so per task
+    # REINFORCE halves ngood6, and the sweep's table says so per task
     rf = SweepConfig.from_preset("full", method="reinforce")
     assert rf.finetune_steps["tiny"]["ngood6"] * 2 == rf.finetune_steps["tiny"]["ngood4"]
     assert SweepConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
