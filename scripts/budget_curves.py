@@ -16,7 +16,10 @@ long run per (size, task) therefore gives the held-out success of every shorter 
 
 ``run`` without ``--pretrained`` pretrains the size first with the sweep's config (``<out-dir>/<size>-s<seed>/
 pretrained.pt``). Evaluations come every ``--eval-every`` steps (default: a tenth of the preset's budget, the
-sweep's own interval). Runs resume where they stopped.
+sweep's own interval). Runs resume where they stopped; ``--extend`` lets an unfinished run go on to the longer
+``--steps`` (with a constant learning rate the step budget changes nothing before the end: checked, an
+extended run repeats the straight run of that length exactly); a finished run has dropped its optimizer
+state, so a longer run of it starts afresh in another ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from agents.checkpoint import atomic_write, load_checkpoint
 from agents.finetune import finetune
 from agents.pipeline.config import POSITIVE_FULL_STEPS_BEFORE_LEVELLING, SweepConfig
 from agents.pipeline.plan import checkpoint_finished
@@ -52,6 +56,22 @@ LEVEL_FACTOR = 1.5
 SMOOTH = 3
 
 
+def extend_run(ckpt: Path, steps: int) -> None:
+    """Let the unfinished run at ``ckpt`` go on to ``steps`` steps (its saved config's ``steps`` becomes
+    ``steps``, so resuming it at that length is allowed). Only a constant learning rate after warmup makes this
+    the same run as one started at that length; :func:`run_curves` checks that."""
+    saved = load_checkpoint(ckpt)
+    state = saved["train_state"]
+    if state.get("finished"):
+        raise SystemExit(
+            f"{ckpt} finished at {state['config']['steps']} steps and dropped its optimizer state: it cannot "
+            f"be extended; run the longer one in another --out-dir"
+        )
+    if state["config"]["steps"] < steps:
+        state["config"]["steps"] = steps
+        atomic_write(ckpt, lambda tmp: torch.save(saved, tmp))
+
+
 def run_curves(
     size: str,
     seed: int,
@@ -60,8 +80,10 @@ def run_curves(
     eval_every: int | None,
     pretrained: Path | None,
     out: Path,
+    extend: bool = False,
 ) -> None:
-    """Finetune ``size`` (seed ``seed``) on each task for ``steps`` steps with the full preset's config."""
+    """Finetune ``size`` (seed ``seed``) on each task for ``steps`` steps with the full preset's config
+    (``extend``: an unfinished shorter run of it goes on to ``steps``)."""
     sweep = SweepConfig(preset="full", budget="full", sizes=(size,), seeds=(seed,), device="cpu")
     torch.set_num_threads(1)
     run_dir = out / f"{size}-s{seed}"
@@ -76,7 +98,14 @@ def run_curves(
             eval_every=eval_every or cfg.eval_every,
             checkpoint_every=max(1, steps // 20),
         )
-        summary = finetune(pretrained, cfg, run_dir / f"{task}.pt", progress=False)
+        if cfg.min_lr_ratio != 1.0:
+            raise SystemExit(
+                f"the learning rate decays (min_lr_ratio {cfg.min_lr_ratio}): no prefix is a run"
+            )
+        ckpt = run_dir / f"{task}.pt"
+        if extend and ckpt.exists():
+            extend_run(ckpt, steps)
+        summary = finetune(pretrained, cfg, ckpt, progress=False)
         print(
             f"{size}-s{seed} {task}: {steps} steps, success {summary['success']:.3f} "
             f"({summary['frac_of_oracle']:.3f} of the way), {summary['wall_time_s']:.0f} s",
@@ -252,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--eval-every", type=int, default=None)
     r.add_argument("--pretrained", type=Path, default=None)
     r.add_argument("--out-dir", type=Path, required=True)
+    r.add_argument("--extend", action="store_true", help="an unfinished shorter run goes on to --steps")
     a = sub.add_parser("analyse", help="levelling steps and figure")
     a.add_argument("roots", type=Path, nargs="+", help="directories of runs (the longest run of each counts)")
     a.add_argument("--out", type=Path, required=True)
@@ -267,7 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "run":
         run_curves(
-            args.size, args.seed, args.tasks, args.steps, args.eval_every, args.pretrained, args.out_dir
+            args.size,
+            args.seed,
+            args.tasks,
+            args.steps,
+            args.eval_every,
+            args.pretrained,
+            args.out_dir,
+            args.extend,
         )
     else:
         table = analyse(args.roots, args.out, args.tol, args.factor, args.committed)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGETS = ROOT / "docs" / "results" / "budgets"
@@ -75,3 +76,50 @@ def test_the_committed_budgets_follow_from_the_committed_curves(tmp_path):
     pd.testing.assert_frame_equal(again[cols], committed[cols], check_dtype=False)
     np.testing.assert_allclose(again["best_frac"], committed["best_frac"], rtol=1e-12)
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_an_extended_run_is_the_run_of_that_length(tmp_path):
+    """With a constant learning rate, an unfinished run extended to more steps repeats, bit for bit, the run
+    started at that length (what lets one long run per size and task stand for every shorter budget)."""
+    from agents.checkpoint import load_checkpoint
+    from agents.finetune import FinetuneConfig, finetune
+    from agents.pretrain import PretrainConfig, pretrain
+
+    pre = tmp_path / "pre.pt"
+    pretrain(
+        PretrainConfig(size="tiny", steps=60, batch_size=64, eval_every=60, eval_samples=256),
+        pre,
+        progress=False,
+    )
+    base = {"steps": 24, "batch_size": 64, "eval_every": 4, "eval_samples": 512, "warmup_steps": 2}
+    finetune(pre, FinetuneConfig(**base), tmp_path / "straight.pt", progress=False)
+    short = FinetuneConfig(**{**base, "steps": 12})
+    finetune(pre, short, tmp_path / "extended.pt", progress=False, stop_after=8)
+    with pytest.raises(Exception, match="other settings"):  # a plain resume at another length is refused
+        finetune(pre, FinetuneConfig(**base), tmp_path / "extended.pt", progress=False)
+    bc.extend_run(tmp_path / "extended.pt", 24)
+    finetune(pre, FinetuneConfig(**base), tmp_path / "extended.pt", progress=False)
+    straight, extended = (pd.read_csv(tmp_path / f"{n}.pt.history.csv") for n in ("straight", "extended"))
+    pd.testing.assert_frame_equal(straight.drop(columns="elapsed"), extended.drop(columns="elapsed"))
+    a, b = (load_checkpoint(tmp_path / f"{n}.pt")["model"] for n in ("straight", "extended"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_run_cannot_be_extended(tmp_path):
+    from agents.finetune import FinetuneConfig, finetune
+    from agents.pretrain import PretrainConfig, pretrain
+
+    pre = tmp_path / "pre.pt"
+    pretrain(
+        PretrainConfig(size="tiny", steps=20, batch_size=32, eval_every=20, eval_samples=128),
+        pre,
+        progress=False,
+    )
+    finetune(
+        pre,
+        FinetuneConfig(steps=4, batch_size=32, eval_every=4, eval_samples=128),
+        tmp_path / "f.pt",
+        progress=False,
+    )
+    with pytest.raises(SystemExit, match="finished at 4 steps and dropped its optimizer state"):
+        bc.extend_run(tmp_path / "f.pt", 8)
