@@ -81,7 +81,7 @@ def test_the_committed_budgets_follow_from_the_committed_curves(tmp_path):
 def test_an_extended_run_is_the_run_of_that_length(tmp_path):
     """With a constant learning rate, an unfinished run extended to more steps repeats, bit for bit, the run
     started at that length (what lets one long run per size and task stand for every shorter budget)."""
-    from agents.checkpoint import load_checkpoint
+    from agents.checkpoint import CheckpointError, load_checkpoint
     from agents.finetune import FinetuneConfig, finetune
     from agents.pretrain import PretrainConfig, pretrain
 
@@ -95,7 +95,8 @@ def test_an_extended_run_is_the_run_of_that_length(tmp_path):
     finetune(pre, FinetuneConfig(**base), tmp_path / "straight.pt", progress=False)
     short = FinetuneConfig(**{**base, "steps": 12})
     finetune(pre, short, tmp_path / "extended.pt", progress=False, stop_after=8)
-    with pytest.raises(Exception, match="other settings"):  # a plain resume at another length is refused
+    # a plain resume at another length is refused
+    with pytest.raises(CheckpointError, match="other settings"):
         finetune(pre, FinetuneConfig(**base), tmp_path / "extended.pt", progress=False)
     bc.extend_run(tmp_path / "extended.pt", 24)
     finetune(pre, FinetuneConfig(**base), tmp_path / "extended.pt", progress=False)
