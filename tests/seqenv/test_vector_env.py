@@ -329,21 +329,40 @@ def test_arrays_handed_out_belong_to_the_caller(k):
 
 
 def test_state_dict_holds_the_last_observation_as_int64_and_continues_exactly():
-    """The state keeps the plain int64 format of existing checkpoints, and a restored env continues exactly."""
+    """The state keeps the last observation as int64 and only the histories not handed out yet (uint8); a
+    restored env continues exactly, from this state and from one in the earlier format (the whole refill as
+    int64 with the index of the next history)."""
     envs = make(6, episode_length=3, history_batch=10)
     envs.reset(seed=5)
     rng = np.random.default_rng(5)
     for _ in range(4):
         obs, *_ = envs.step(rng.integers(0, N_OUT, 6))
     state = envs.state_dict()
-    assert state["obs"].dtype == np.int64 and state["sampler"]["hist"].dtype == np.int64
+    sampler = envs._sampler
+    assert state["obs"].dtype == np.int64 and state["sampler"]["hist"].dtype == np.uint8
+    assert (
+        len(state["sampler"]["hist"]) == len(sampler._tokens) - sampler._next
+        and state["sampler"]["next"] == 0
+    )
     np.testing.assert_array_equal(state["obs"], obs)
-    twin = make(6, episode_length=3, history_batch=10)
-    twin.load_state_dict(state)
+    earlier = {
+        **state,
+        "sampler": {
+            **state["sampler"],
+            "hist": sampler._tokens.astype(np.int64),
+            "partial": sampler._partial.copy(),
+            "next": sampler._next,
+        },
+    }
+    twins = [make(6, episode_length=3, history_batch=10) for _ in range(2)]
+    twins[0].load_state_dict(state)
+    twins[1].load_state_dict(earlier)
     for _ in range(25):  # across refills of the 10-history supply and episode ends
         a = rng.integers(0, N_OUT, 6)
-        for x, y in zip(envs.step(a)[:4], twin.step(a)[:4]):
-            np.testing.assert_array_equal(x, y)
+        want = envs.step(a)[:4]
+        for twin in twins:
+            for x, y in zip(want, twin.step(a)[:4]):
+                np.testing.assert_array_equal(x, y)
 
 
 def test_history_sampler_serves_one_sequence_of_natural_histories_in_every_form():
