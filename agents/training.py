@@ -242,7 +242,9 @@ class TrainingRun:
         self.start_step: int = 0 if ckpt is None else self.state["step"]
         self.history: list[dict[str, float]] = [] if ckpt is None else list(self.state["history"])
         self._elapsed_before = 0.0 if ckpt is None else self.state["elapsed"]
-        self._t0 = time.perf_counter()
+        # CPU seconds of the earlier sessions (None: a checkpoint from before this was recorded)
+        self._cpu_before: float | None = 0.0 if ckpt is None else self.state.get("cpu")
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
         self._writer: Any = None
         self._bar: Any = None
         self._prefix = ""
@@ -269,11 +271,18 @@ class TrainingRun:
             self._writer = SummaryWriter(str(log_dir), purge_step=self.start_step or None)
             self._writer.add_text(f"{prefix}/config", str(self.config.to_dict()), self.start_step)
         self._bar = tqdm(total=self.config.steps, initial=self.start_step, desc=desc, disable=not progress)
-        self._t0 = time.perf_counter()
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
 
     def elapsed(self) -> float:
         """Seconds of training so far, over every session of the run."""
         return self._elapsed_before + time.perf_counter() - self._t0
+
+    def cpu(self) -> float | None:
+        """CPU seconds of this process (every thread) spent on the run so far, over every session of it;
+        None when an earlier session did not record them."""
+        if self._cpu_before is None:
+            return None
+        return self._cpu_before + time.process_time() - self._cpu0
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Log ``values`` to TensorBoard (if on) as ``<prefix>/<key>`` at ``step``."""
@@ -310,6 +319,7 @@ class TrainingRun:
             "config": self.config.to_dict(),
             "step": step,
             "elapsed": elapsed,
+            "cpu": self.cpu(),
             "history": list(self.history),
         }
         return {**base, **state}

@@ -12,6 +12,11 @@ measuring anything.
 ``bundle.json``, written last, lists every file with its size and sha256, the sweep's settings and the
 commits involved. Git keeps no modification times, so a bundle is *finished* when its manifest verifies
 (:func:`verify_bundle`), not by the file times a sweep directory goes by.
+
+A *partial* bundle (``partial=True``) carries an unfinished sweep from one machine to the next: its finished
+units as above, and each trainer still running with its whole resumable checkpoint (optimizer, random-generator
+and data-stream state), so :func:`~agents.pipeline.merge.unpack_bundle` and a rerun of the sweep go on where it
+stopped. Merging refuses partial bundles.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 from agents.checkpoint import atomic_write, load_checkpoint
 from agents.pipeline.config import SweepConfig
 from agents.pipeline.layout import HISTORIES_FILE, RUNS_FILE, SWEEP_FILE, TIMINGS_FILE, timing_path
-from agents.pipeline.plan import Unit, plan, units_to_run
+from agents.pipeline.plan import Unit, checkpoint_finished, plan, units_to_run
 from agents.pipeline.records import git_commit, package_version
 from agents.training import history_path
 
@@ -41,7 +46,7 @@ BUNDLE_FORMAT = "splitseq-bundle/1"
 #: the histories in a bundle: gzip of ``histories.npy`` (1.3 MB of int64 tokens 0-15 become ~0.1 MB)
 BUNDLED_HISTORIES = HISTORIES_FILE + ".gz"
 #: what a finished trainer's checkpoint keeps of its train state (all a finished run needs; no resume state)
-FINISHED_STATE_KEYS: tuple[str, ...] = ("config", "step", "elapsed", "history", "finished", "summary")
+FINISHED_STATE_KEYS: tuple[str, ...] = ("config", "step", "elapsed", "cpu", "history", "finished", "summary")
 
 
 class BundleError(ValueError):
@@ -134,7 +139,23 @@ def _check_out(out: Path, sweep: SweepConfig) -> list[Path]:
     return present
 
 
-def make_bundle(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
+def _in_progress(root: Path, left: list[Unit]) -> list[Unit]:
+    """The trainers among the unfinished units ``left`` that stopped part way (an unfinished checkpoint) and
+    whose inputs are finished: resuming them elsewhere goes on from their checkpoint."""
+    names = {u.name for u in left}
+    return [
+        u
+        for u in left
+        if u.kind in ("pretrain", "finetune")
+        and (root / u.output).is_file()
+        and not checkpoint_finished(root / u.output)
+        and not any(d in names for d in u.deps)
+    ]
+
+
+def make_bundle(
+    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, partial: bool = False
+) -> dict[str, Any]:
     """Write a bundle of the finished sweep in ``sweep_dir`` into ``out_dir``; returns its manifest.
 
     A sweep of several seeds is bundled whole (one bundle per seed is the intended use: each seed committed
@@ -142,7 +163,10 @@ def make_bundle(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dic
 
     :param sweep_dir: a finished sweep directory (its report aside); it is only read.
     :param out_dir: the bundle directory: new, empty, or an earlier bundle of the same sweep.
-    :raises BundleError: the sweep is unfinished or not a sweep, or ``out_dir`` holds something else.
+    :param partial: allow an unfinished sweep: bundle its finished units and the resumable checkpoints of the
+        trainers that stopped part way (``manifest["complete"]`` says which kind of bundle it is).
+    :raises BundleError: the sweep is unfinished (without ``partial``) or not a sweep, or ``out_dir`` holds
+        something else.
     """
     root, out = Path(sweep_dir).resolve(), Path(out_dir).resolve()
     if is_bundle(root):
@@ -153,12 +177,13 @@ def make_bundle(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dic
         raise BundleError(f"--out {out} is inside the sweep directory {root}; bundle it elsewhere")
     sweep = SweepConfig.from_dict(json.loads((root / SWEEP_FILE).read_text()))
     units = [u for u in plan(sweep) if u.kind != "report"]
-    left = [u.name for u in units_to_run(root, units)]
-    if left:
+    left = units_to_run(root, units)
+    if left and not partial:
         raise BundleError(
-            f"{root} is not finished: {len(left)} units left (first: {left[0]}); rerun its sweep to finish "
-            "it, then bundle it"
+            f"{root} is not finished: {len(left)} units left (first: {left[0].name}); rerun its sweep to "
+            "finish it, then bundle it (or bundle it with --partial to go on elsewhere)"
         )
+    running = _in_progress(root, left)
     old = _check_out(out, sweep)
     for p in sorted(old, key=lambda p: p.name != BUNDLE_FILE):
         p.unlink()  # the manifest first: a bundle half rewritten has none, so it is no bundle
@@ -166,6 +191,8 @@ def make_bundle(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dic
     copies = [SWEEP_FILE] + [f for f in (RUNS_FILE, TIMINGS_FILE) if (root / f).is_file()]
     stripped = []
     for u in units:
+        if u in left:
+            continue
         for rel in unit_files(u):
             src = root / rel
             if rel == u.output and u.kind == "histories":
@@ -176,10 +203,13 @@ def make_bundle(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dic
                     stripped.append(rel)
             elif src.is_file():
                 copies.append(rel)
+    for u in running:  # the whole checkpoint: resuming needs its optimizer and generator states
+        copies += [rel for rel in (u.output, str(history_path(u.output))) if (root / rel).is_file()]
     for rel in copies:
         atomic_write(out / rel, lambda tmp, s=root / rel: shutil.copyfile(s, tmp))
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != BUNDLE_FILE)
     runs = pd.read_csv(root / RUNS_FILE) if (root / RUNS_FILE).is_file() else None
+    histories = root / HISTORIES_FILE
     manifest = {
         "format": BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -189,7 +219,10 @@ def make_bundle(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dic
         "source": str(root),
         "seeds": list(sweep.seeds),
         "sweep": sweep.to_dict(),
-        "histories_sha256": sha256(root / HISTORIES_FILE),
+        "complete": not left,
+        "units_left": [u.name for u in left],
+        "in_progress": [u.output for u in running],
+        "histories_sha256": sha256(histories) if units[0] not in left else None,
         "weights_stripped": stripped,
         "total_bytes": sum((out / f).stat().st_size for f in files),
         "files": {f: {"size": (out / f).stat().st_size, "sha256": sha256(out / f)} for f in files},
@@ -197,6 +230,13 @@ def make_bundle(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dic
     text = json.dumps(manifest, indent=1) + "\n"
     atomic_write(out / BUNDLE_FILE, lambda tmp: Path(tmp).write_text(text))
     return manifest
+
+
+def finished_units(manifest: dict[str, Any], sweep: SweepConfig) -> list[Unit]:
+    """The units (report aside, in plan order) whose outputs a bundle holds finished: all of them in a
+    complete bundle; in a partial one, those neither left nor in progress."""
+    left = set(manifest.get("units_left", ()))
+    return [u for u in plan(sweep) if u.kind != "report" and u.name not in left]
 
 
 def read_manifest(root: str | os.PathLike) -> tuple[dict[str, Any], SweepConfig]:
@@ -231,14 +271,17 @@ def read_manifest(root: str | os.PathLike) -> tuple[dict[str, Any], SweepConfig]
     return manifest, sweep
 
 
-def verify_bundle(root: str | os.PathLike) -> dict[str, Any]:
+def verify_bundle(root: str | os.PathLike, complete: bool = True) -> dict[str, Any]:
     """Check that ``root`` is an intact, complete bundle and return its manifest.
 
     Intact: every file ``bundle.json`` lists is there with its size and sha256, and the gzipped histories
     unpack to the recorded ``histories.npy``. Complete: it holds every unit's output of its sweep (the report
     aside). That is what *finished* means for a bundle.
 
-    :raises BundleError: naming the first file that is missing, changed or corrupted.
+    :param complete: False accepts a partial bundle (intact, holding the outputs of the units its manifest
+        counts as finished).
+    :raises BundleError: naming the first file that is missing, changed or corrupted, or (``complete``) a
+        partial bundle.
     """
     root = Path(root).resolve()
     manifest, sweep = read_manifest(root)
@@ -258,14 +301,22 @@ def verify_bundle(root: str | os.PathLike) -> dict[str, Any]:
                 f"{root}: {rel} does not match its sha256 in bundle.json; the file was changed or corrupted "
                 "since the bundle was made"
             )
-    missing = [bundle_path(u) for u in plan(sweep) if u.kind != "report" and bundle_path(u) not in files]
+    left = manifest.get("units_left") or []
+    if complete and left:
+        raise BundleError(
+            f"{root} is a partial bundle of an unfinished sweep ({len(left)} units left, first: {left[0]}); "
+            "unpack it ('splitseq bundle --unpack'), finish the sweep and bundle it again"
+        )
+    missing = [bundle_path(u) for u in finished_units(manifest, sweep) if bundle_path(u) not in files]
     missing += [] if SWEEP_FILE in files else [SWEEP_FILE]
     if missing:
         raise BundleError(f"{root} is an incomplete bundle: it lacks {missing[0]} ({len(missing)} files)")
     saved = SweepConfig.from_dict(json.loads((root / SWEEP_FILE).read_text()))
     if saved != sweep:
         raise BundleError(f"{root}: {SWEEP_FILE} and {BUNDLE_FILE} hold different settings")
-    if hashlib.sha256(bundle_histories(root)).hexdigest() != manifest.get("histories_sha256"):
+    if BUNDLED_HISTORIES in files and (
+        hashlib.sha256(bundle_histories(root)).hexdigest() != manifest.get("histories_sha256")
+    ):
         raise BundleError(f"{root}: {BUNDLED_HISTORIES} does not unpack to the histories bundle.json records")
     return manifest
 

@@ -1,5 +1,6 @@
 """Combine finished sweeps that differ only in their seeds (run on separate machines) into one sweep; the
-sources may be sweep directories or bundles of them (:mod:`~agents.pipeline.bundle`), mixed freely."""
+sources may be sweep directories or bundles of them (:mod:`~agents.pipeline.bundle`), mixed freely. Unpack
+one bundle, finished or partial, into a sweep directory to go on with."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import pandas as pd
 
 from agents.checkpoint import atomic_write
 from agents.pipeline.bundle import (
+    BUNDLED_HISTORIES,
+    BundleError,
     bundle_histories,
+    finished_units,
     is_bundle,
     read_manifest,
     unit_files,
@@ -167,3 +171,33 @@ def merge_sweeps(
     finally:
         lock.release()
     return merged
+
+
+def unpack_bundle(bundle: str | os.PathLike, out: str | os.PathLike) -> SweepConfig:
+    """Unpack one bundle, complete or partial, into the sweep directory ``out`` and return its settings.
+
+    Every file the bundle lists is copied (the histories unzipped) and the finished units' files are dated in
+    dependency order (:func:`date_in_order`), so rerunning the sweep (``run_sweep(out, config)``) runs only
+    what the bundle lacks; a trainer that stopped part way resumes from its checkpoint. This carries a seed's
+    sweep across machines that keep no files: run it, bundle it with ``partial=True`` and commit, unpack it
+    on the next machine and run it again.
+
+    :param bundle: the bundle directory (its manifest must verify: every file's size and sha256).
+    :param out: the sweep directory to create: new or empty.
+    :raises BundleError: the bundle does not verify, or ``out`` holds files.
+    """
+    src, root = Path(bundle).resolve(), Path(out).resolve()
+    manifest = verify_bundle(src, complete=False)
+    sweep = SweepConfig.from_dict(manifest["sweep"])
+    if root.is_file() or (root.is_dir() and any(root.iterdir())):
+        raise BundleError(f"--out {root} is not empty; unpack into a new or empty directory")
+    root.mkdir(parents=True, exist_ok=True)
+    for rel in manifest["files"]:
+        if rel == BUNDLED_HISTORIES:
+            data = bundle_histories(src)
+            atomic_write(root / HISTORIES_FILE, lambda tmp, d=data: Path(tmp).write_bytes(d))
+        else:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(root / rel, lambda tmp, f=src / rel: shutil.copyfile(f, tmp))
+    date_in_order(root, finished_units(manifest, sweep))
+    return sweep

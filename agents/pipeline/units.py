@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.checkpoint import atomic_write
+from agents.checkpoint import atomic_write, load_checkpoint
 from agents.finetune import FinetuneConfig, finetune
 from agents.pipeline.config import SweepConfig
 from agents.pipeline.layout import checkpoint_path, tensorboard_dir
@@ -131,6 +131,17 @@ _RUNNERS: dict[str, Callable[[Path, Unit, SweepConfig], None]] = {
 MODEL_UNITS: tuple[str, ...] = ("pretrain", "finetune", "measure")
 
 
+def _earlier_sessions(ckpt: Path, unit: Unit) -> tuple[float, float | None]:
+    """Wall and CPU seconds a trainer unit already spent in earlier sessions, from its unfinished checkpoint
+    (``(0, 0)`` for a fresh start or another kind of unit; CPU None when the checkpoint did not record it)."""
+    if unit.kind not in ("pretrain", "finetune") or not ckpt.is_file():
+        return 0.0, 0.0
+    state = load_checkpoint(ckpt).get("train_state")
+    if not isinstance(state, dict) or state.get("finished"):
+        return 0.0, 0.0
+    return float(state.get("elapsed", 0.0)), state.get("cpu")
+
+
 def execute(root: str, unit: Unit, sweep: dict[str, Any], device: str | None = None) -> dict[str, Any]:
     """Run one unit (in whatever process the backend chose) and return its timing record.
 
@@ -146,6 +157,7 @@ def execute(root: str, unit: Unit, sweep: dict[str, Any], device: str | None = N
     path = Path(root)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    earlier_wall, earlier_cpu = _earlier_sessions(path / unit.output, unit)
     started = time.time()
     t0, cpu0 = time.perf_counter(), time.process_time()
     try:
@@ -153,6 +165,10 @@ def execute(root: str, unit: Unit, sweep: dict[str, Any], device: str | None = N
     finally:
         torch.set_num_threads(threads)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    # a trainer resumed from a checkpoint (interrupted, or carried from another machine in a partial bundle)
+    # counts the sessions before this one too: its record is the whole unit's cost
+    wall += earlier_wall
+    cpu = None if earlier_cpu is None else cpu + earlier_cpu
     record = {
         "unit": unit.name,
         "kind": unit.kind,
@@ -161,6 +177,7 @@ def execute(root: str, unit: Unit, sweep: dict[str, Any], device: str | None = N
         "task": unit.task,
         "wall_s": wall,
         "cpu_s": cpu,  # this process's CPU time, every thread: below wall_s x threads when cores were shared
+        "resumed_after_s": earlier_wall,  # wall seconds of earlier sessions (0: run in one go)
         "started": started,
         "finished": time.time(),
         "threads": cfg.threads,

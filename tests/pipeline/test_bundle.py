@@ -22,6 +22,7 @@ import torch
 import agents
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.cli import main as splitseq_main
+from agents.finetune import finetune
 from agents.pipeline import (
     BundleError,
     SweepConfig,
@@ -32,9 +33,11 @@ from agents.pipeline import (
     units_to_run,
     verify_bundle,
 )
-from agents.pipeline.bundle import BUNDLE_FILE, FINISHED_STATE_KEYS
+from agents.pipeline.bundle import BUNDLE_FILE, FINISHED_STATE_KEYS, unit_files
+from agents.pipeline.layout import checkpoint_path
 from agents.pipeline.measure import measure_model
 from agents.pipeline.records import save_csv
+from agents.pipeline.units import finetune_config
 
 torch.set_num_threads(1)
 
@@ -300,3 +303,61 @@ def test_merging_bundles_keeps_the_sweep_checks(sweeps, bundles, tmp_path, capsy
     (other / BUNDLE_FILE).write_text(json.dumps(manifest))
     assert "histories.npy differs" in merge(bundles[0], other)
     assert not (tmp_path / "m" / "results.csv").exists()
+
+
+# ------------------------------------------------------------------------------------------ partial bundles
+def test_a_partial_bundle_carries_a_stopped_sweep_to_another_machine(sweeps, tmp_path, capsys):
+    """A seed that outlives its machine: stopped half way through a finetuning, bundled with --partial,
+    cloned (no file times) and unpacked elsewhere, the rerun sweep resumes that finetuning from its
+    checkpoint and ends with the uninterrupted sweep's weights and measures, bit for bit, and the unit's
+    timing record counts both sessions."""
+    cfg, done = config(0), sweeps[0]
+    root = tmp_path / "sweep"
+    shutil.copytree(done, root)
+    ft = next(u for u in plan(cfg) if u.kind == "finetune")
+    after = [u for u in plan(cfg) if ft.name in u.deps and u.kind != "report"]
+    for u in [ft, *after]:
+        for rel in unit_files(u):
+            (root / rel).unlink()
+    fcfg = finetune_config(cfg, ft.size, ft.seed, ft.task)
+    pre = root / checkpoint_path(ft.size, ft.seed)
+    finetune(pre, fcfg, root / ft.output, progress=False, stop_after=fcfg.steps // 2)
+    with pytest.raises(BundleError, match="--partial"):
+        make_bundle(root, tmp_path / "b")
+    assert bundle_main([str(root), "--partial", "--out", str(tmp_path / "b")]) == 0
+    assert "a partial bundle (2 units left, 1 in progress)" in capsys.readouterr().out
+    manifest = verify_bundle(tmp_path / "b", complete=False)
+    assert not manifest["complete"] and manifest["units_left"] == [ft.name] + [u.name for u in after]
+    assert manifest["in_progress"] == [ft.output]
+    state = load_checkpoint(tmp_path / "b" / ft.output)["train_state"]  # whole: optimizer state and all
+    assert state["step"] == fcfg.steps // 2 and not state.get("finished")
+    assert set(state) - set(FINISHED_STATE_KEYS) and state["elapsed"] > 0 and state["cpu"] > 0
+    # neither merged nor verified as finished
+    with pytest.raises(BundleError, match=r"partial bundle of an unfinished sweep \(2 units left"):
+        verify_bundle(tmp_path / "b")
+    assert reproduce_main(["--merge", str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 2
+    assert "partial bundle" in capsys.readouterr().err
+    # the next machine: a clone, unpacked; only the stopped finetuning and its measure are left
+    clone(tmp_path / "b", tmp_path / "c")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    assert bundle_main(["--unpack", str(tmp_path / "c"), "--out", str(busy)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    out = tmp_path / "next"
+    assert bundle_main(["--unpack", str(tmp_path / "c"), "--out", str(out)]) == 0
+    assert f"--seeds 0 --out {out}" in capsys.readouterr().out
+    units = [u for u in plan(cfg) if u.kind != "report"]
+    assert [u.name for u in units_to_run(out, units)] == manifest["units_left"]
+    assert not run_sweep(out, cfg, workers=1, progress=False).failed
+    for u in units:
+        if u.kind == "measure":
+            assert (out / u.output).read_bytes() == (done / u.output).read_bytes(), u.name
+    mine, theirs = load_checkpoint(out / ft.output)["model"], load_checkpoint(done / ft.output)["model"]
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    timing = json.loads((out / unit_files(ft)[1]).read_text())
+    assert timing["resumed_after_s"] == pytest.approx(state["elapsed"])
+    assert timing["wall_s"] > timing["resumed_after_s"] and timing["cpu_s"] > state["cpu"]
+    # finished now: it bundles as a complete bundle into the same directory
+    assert make_bundle(out, tmp_path / "b")["complete"]
+    verify_bundle(tmp_path / "b")
