@@ -169,7 +169,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="combine finished sweeps or bundles of them (splitseq bundle) that differ only in their seeds "
-        "(e.g. run on separate machines) into --out, then write its results, figures and report",
+        "and sizes (e.g. run on separate machines; together every size for every seed) into --out, then write its results, figures and report",
     )
 
 

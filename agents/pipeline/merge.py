@@ -1,6 +1,6 @@
-"""Combine finished sweeps that differ only in their seeds (run on separate machines) into one sweep; the
-sources may be sweep directories or bundles of them (:mod:`~agents.pipeline.bundle`), mixed freely. Unpack
-one bundle, finished or partial, into a sweep directory to go on with."""
+"""Combine finished sweeps that differ only in their seeds and sizes (run on separate machines) into one
+sweep; the sources may be sweep directories or bundles of them (:mod:`~agents.pipeline.bundle`), mixed
+freely. Unpack one bundle, finished or partial, into a sweep directory to go on with."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from agents.pipeline.bundle import (
     unit_files,
     verify_bundle,
 )
-from agents.pipeline.config import SweepConfig
+from agents.pipeline.config import SIZE_ORDER, SweepConfig
 from agents.pipeline.layout import HISTORIES_FILE, REPORT_FILE, RUNS_FILE, SWEEP_FILE, tensorboard_dir
 from agents.pipeline.plan import Unit, plan, units_to_run
 from agents.pipeline.records import save_csv
@@ -76,6 +76,42 @@ def _check_finished(src: _Source) -> None:
         )
 
 
+#: the settings in which merged sweeps may differ: each source runs some sizes for some seeds
+_MAY_DIFFER = ("seeds", "sizes", "finetune_steps")
+
+
+def _grid(srcs: list[_Source]) -> tuple[list[str], list[int], dict[str, dict[str, int]]]:
+    """The merged sweep's sizes (in :data:`SIZE_ORDER`), seeds (sorted) and finetuning budgets, checking that
+    the sources' (size, seed) cells are disjoint and fill that grid, and that a size's budgets agree."""
+    seen: dict[tuple[str, int], Path] = {}
+    steps: dict[str, tuple[dict[str, int], Path]] = {}
+    for s in srcs:
+        for size in s.config.sizes:
+            mine = s.config.finetune_steps[size]
+            if size in steps and steps[size][0] != mine:
+                raise ValueError(
+                    f"{s.root} finetunes {size} for {mine} steps, {steps[size][1]} for {steps[size][0]}: "
+                    "the sizes of merged sweeps must run the same budgets"
+                )
+            steps[size] = (mine, s.root)
+            for seed in s.config.seeds:
+                if (size, seed) in seen:
+                    raise ValueError(
+                        f"{size} seed {seed} is in both {seen[size, seed]} and {s.root}; merged sweeps must not "
+                        "share seeds of a size"
+                    )
+                seen[size, seed] = s.root
+    sizes = [size for size in SIZE_ORDER if size in steps]
+    seeds = sorted({seed for _, seed in seen})
+    holes = [(size, seed) for size in sizes for seed in seeds if (size, seed) not in seen]
+    if holes:
+        raise ValueError(
+            f"the sweeps do not fill the grid of sizes {sizes} x seeds {seeds}: none has {holes[0][0]} seed "
+            f"{holes[0][1]} ({len(holes)} missing); merge sweeps that together run every size for every seed"
+        )
+    return sizes, seeds, {size: steps[size][0] for size in sizes}
+
+
 def date_in_order(root: Path, units: list[Unit]) -> None:
     """Give the files of ``units`` (in dependency order) modification times one :data:`TIME_STEP_NS` apart,
     in that order and all in the past, so :func:`~agents.pipeline.plan.units_to_run` sees every unit as no
@@ -92,11 +128,13 @@ def date_in_order(root: Path, units: list[Unit]) -> None:
 def merge_sweeps(
     out: str | os.PathLike, sources: list[str | os.PathLike], preset: str | None = None
 ) -> SweepConfig:
-    """Combine finished sweeps that differ only in their seeds into one sweep directory ``out``.
+    """Combine finished sweeps that differ only in their seeds and sizes into one sweep directory ``out``.
 
     For seeds run on separate machines without a shared file system (``--seeds 0`` on one, ``--seeds 1`` on
-    another, ...): every source must hold a finished sweep (its report aside) with the same settings but
-    disjoint seeds, measured on byte-identical histories. A source is a sweep directory (finished: every
+    another, ...), or sizes of a seed run apart (``--sizes tiny small medium`` and ``--sizes large``): every
+    source must hold a finished sweep (its report aside) with the same settings but its own (size, seed)
+    cells, together every size of the merge for every seed of it, each size at the same finetuning budgets,
+    measured on byte-identical histories. A source is a sweep directory (finished: every
     unit's file is there and no older than its inputs) or a bundle (:func:`~agents.pipeline.bundle.make_bundle`;
     finished: its manifest verifies, every file's size and sha256). Their files are copied into ``out`` and
     dated in dependency order (:func:`date_in_order`), so the merged directory is a finished sweep of all the
@@ -107,7 +145,7 @@ def merge_sweeps(
     :param out: the merged sweep directory (new, or a previous merge of the same sources).
     :param sources: sweep directories or bundles to merge: at least two, or one bundle (to unpack it).
     :param preset: if given, the preset the sources must have run.
-    :return: the merged :class:`SweepConfig` (the sources' settings, every seed).
+    :return: the merged :class:`SweepConfig` (the sources' settings, every size and seed).
     """
     roots = [Path(src).resolve() for src in sources]
     if len(roots) < 2 and not (len(roots) == 1 and is_bundle(roots[0])):
@@ -121,25 +159,18 @@ def merge_sweeps(
         raise ValueError(f"preset {preset!r} asked for, but {roots[0]} ran the {base['preset']!r} preset")
     for s in srcs[1:]:
         mine = s.config.to_dict()
-        diff = sorted(k for k, v in mine.items() if k != "seeds" and v != base[k])
+        diff = sorted(k for k, v in mine.items() if k not in _MAY_DIFFER and v != base[k])
         if diff:
             changes = ", ".join(f"{k}: {base[k]!r} vs {mine[k]!r}" for k in diff)
-            raise ValueError(f"{s.root} differs from {roots[0]} in more than its seeds ({changes})")
-    seen: dict[int, Path] = {}
-    for s in srcs:
-        for seed in s.config.seeds:
-            if seed in seen:
-                raise ValueError(
-                    f"seed {seed} is in both {seen[seed]} and {s.root}; merged sweeps must not share seeds"
-                )
-            seen[seed] = s.root
+            raise ValueError(f"{s.root} differs from {roots[0]} in more than its seeds and sizes ({changes})")
+    sizes, seeds, steps = _grid(srcs)
     for s in srcs:
         _check_finished(s)
     histories = [s.histories() for s in srcs]
     for s, h in zip(srcs[1:], histories[1:]):
         if h != histories[0]:
             raise ValueError(f"{s.root}'s histories.npy differs from {roots[0]}'s")
-    merged = SweepConfig.from_dict({**base, "seeds": sorted(seen)})
+    merged = SweepConfig.from_dict({**base, "sizes": sizes, "seeds": seeds, "finetune_steps": steps})
     root = Path(out).resolve()
     if root in roots:
         raise ValueError(f"--out {root} is one of the sources; merge into a new directory")

@@ -361,3 +361,41 @@ def test_a_partial_bundle_carries_a_stopped_sweep_to_another_machine(sweeps, tmp
     # finished now: it bundles as a complete bundle into the same directory
     assert make_bundle(out, tmp_path / "b")["complete"]
     verify_bundle(tmp_path / "b")
+
+
+# ------------------------------------------------------------------------------------- sizes run apart
+def test_sizes_run_apart_merge_into_the_sweep_of_both(sweeps, bundles, tmp_path, capsys):
+    """A seed's sizes run as separate sweeps (the small sizes while large's budgets are still being set)
+    merge into the sweep that runs them together: the same results, byte for byte."""
+    both = SweepConfig.from_preset("quick", steps_scale=SCALE, n_histories=N_HIST, sizes=("tiny", "small"))
+    small = SweepConfig.from_preset("quick", steps_scale=SCALE, n_histories=N_HIST, sizes=("small",))
+    together, apart = tmp_path / "together", tmp_path / "small"
+    assert not run_sweep(together, both, workers=1, progress=False).failed
+    assert not run_sweep(apart, small, workers=1, progress=False).failed
+    make_bundle(apart, tmp_path / "small-bundle")
+    assert (
+        reproduce_main(
+            ["--merge", str(bundles[0]), str(tmp_path / "small-bundle"), "--out", str(tmp_path / "m")]
+        )
+        == 0
+    )
+    merged = SweepConfig.from_dict(json.loads((tmp_path / "m" / "sweep.json").read_text()))
+    assert merged == both
+    assert (tmp_path / "m" / "results.csv").read_bytes() == (together / "results.csv").read_bytes()
+    capsys.readouterr()
+
+    def refused(*dirs: Path) -> str:
+        assert reproduce_main(["--merge", *map(str, dirs), "--out", str(tmp_path / "r")]) == 2
+        return capsys.readouterr().err
+
+    # tiny for seeds 0 and 1, small for seed 0 only: small seed 1 is missing
+    assert "do not fill the grid of sizes ['tiny', 'small'] x seeds [0, 1]: none has small seed 1" in refused(
+        *sweeps, apart
+    )
+    assert "tiny seed 0 is in both" in refused(together, sweeps[0])
+    other = tmp_path / "other"  # small at other budgets
+    shutil.copytree(tmp_path / "small-bundle", other)
+    manifest = json.loads((other / BUNDLE_FILE).read_text())
+    manifest["sweep"]["finetune_steps"]["small"]["ngood2"] = 999
+    (other / BUNDLE_FILE).write_text(json.dumps(manifest))
+    assert "finetunes small for" in refused(together, other)
