@@ -124,3 +124,20 @@ def test_a_finished_run_cannot_be_extended(tmp_path):
     )
     with pytest.raises(SystemExit, match="finished at 4 steps and dropped its optimizer state"):
         bc.extend_run(tmp_path / "f.pt", 8)
+
+
+def test_the_full_budgets_are_the_committed_levelling_of_every_size_whose_curves_have_levelled():
+    """A size takes the budgets ``levelling.csv`` gives once all three of its curves have levelled; until then
+    every task keeps the size's budget of before (so no size runs half-new budgets)."""
+    from agents.finetune_config import FINETUNE_BUDGETS
+    from agents.pipeline.config import POSITIVE_FULL_STEPS_BEFORE_LEVELLING
+
+    table = FINETUNE_BUDGETS["full"]["positive"]
+    levelling = pd.read_csv(BUDGETS / "levelling.csv")
+    assert sorted(levelling["size"].unique()) == sorted(table)
+    for size, rows in levelling.groupby("size"):
+        assert sorted(rows["task"]) == sorted(table[size])
+        if rows["budget"].notna().all():
+            assert table[size] == {t: int(b) for t, b in zip(rows["task"], rows["budget"])}, size
+        else:
+            assert set(table[size].values()) == {POSITIVE_FULL_STEPS_BEFORE_LEVELLING[size]}, size
